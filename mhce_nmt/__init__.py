@@ -1,0 +1,22 @@
+"""mhce_nmt: multi-head factored output layers (MHP, MHE, MHS) for fairseq NMT.
+
+Importing the package (e.g. `--user-dir mhce_nmt`) registers the model `transformer_mhce` and its
+variants, the criterion `mhce_cross_entropy` and the task `translation_mhce`, and applies the
+fixes in `mhce_nmt.compat` (checkpoint loading on torch >= 2.6, no dropped batches). The math
+lives in `mhce_nmt.codec` and `mhce_nmt.output` (plain torch; usable without fairseq).
+"""
+from .compat import allow_fairseq_checkpoints
+
+allow_fairseq_checkpoints()
+
+try:
+    import fairseq  # noqa: F401
+except ImportError:  # plain-torch use of codec/output without fairseq installed
+    pass
+else:
+    from .compat import patch_fairseq_batching
+
+    patch_fairseq_batching()
+    from . import criterion, model, task  # noqa: F401  (registers with fairseq)
+
+__version__ = "0.1.0"

@@ -1,0 +1,102 @@
+"""`mhce_cross_entropy`: label-smoothed CE summed over the heads of a factored output layer.
+
+loss = sum_h CE_h (smoothed per head) [+ log Z for MHP]; nll_loss = exact -log p(y), logged in
+base 2 like fairseq's label_smoothed_cross_entropy so `ppl` is comparable with the softmax.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from fairseq import utils
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import FairseqDataclass
+from fairseq.logging import metrics
+from omegaconf import II
+
+from .errors import MHCEConfigError
+from .output import FactoredOutput, factored_loss
+
+
+@dataclass
+class MHCECrossEntropyConfig(FairseqDataclass):
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "epsilon for label smoothing, applied per head; 0 = none"})
+    sentence_avg: bool = II("optimization.sentence_avg")
+
+
+def output_layer_of(model) -> FactoredOutput:
+    """The model's factored output layer, or a clear error for a stock model."""
+    layer = getattr(getattr(model, "decoder", None), "output_projection", None)
+    if not isinstance(layer, FactoredOutput):
+        raise MHCEConfigError(
+            "--criterion mhce_cross_entropy needs a factored output layer: use --arch "
+            "transformer_mhce (or a variant), or label_smoothed_cross_entropy for a stock model."
+        )
+    return layer
+
+
+@register_criterion("mhce_cross_entropy", dataclass=MHCECrossEntropyConfig)
+class MHCECrossEntropyCriterion(FairseqCriterion):
+    """Criterion for transformer_mhce; never builds (tokens x V) scores on its training path."""
+
+    def __init__(self, task, label_smoothing: float = 0.0, sentence_avg: bool = False):
+        super().__init__(task)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise MHCEConfigError(f"--label-smoothing {label_smoothing} must be in [0, 1).")
+        self.eps = label_smoothing
+        self.sentence_avg = sentence_avg
+
+    def forward(self, model, sample, reduce: bool = True):
+        layer = output_layer_of(model)
+        net_output = model(**sample["net_input"])
+        features = net_output[0]  # (B, T, d)
+        target = model.get_targets(sample, net_output)  # (B, T)
+        keep = target.ne(self.padding_idx)
+        result = factored_loss(layer.loss_terms(features[keep], target[keep]), self.eps)
+        loss, nll = result.loss.sum(), result.nll.sum()
+        ntokens = sample["ntokens"]
+        sample_size = sample["target"].size(0) if self.sentence_avg else ntokens
+        logging_output = {
+            "loss": loss.data,
+            "nll_loss": nll.data,
+            "ntokens": ntokens,
+            "nsentences": sample["target"].size(0),
+            "sample_size": sample_size,
+            "n_correct": result.joint_correct.sum().data,
+            "total": keep.sum().data,
+        }
+        for h, correct in enumerate(result.level_correct, start=1):
+            logging_output[f"n_correct_h{h}"] = correct.sum().data
+        return loss, sample_size, logging_output
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        """loss/nll_loss in base 2 (ppl = 2^nll_loss); accuracy = all heads right; acc_hN per head."""
+        def total(key):
+            return utils.item(sum(log.get(key, 0) for log in logging_outputs))
+
+        sample_size, ntokens = total("sample_size"), total("ntokens")
+        metrics.log_scalar("loss", total("loss") / sample_size / math.log(2), sample_size, round=3)
+        metrics.log_scalar("nll_loss", total("nll_loss") / ntokens / math.log(2), ntokens, round=3)
+        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
+        count = total("total")
+        if count > 0:
+            metrics.log_scalar("total", count)
+            keys = ["n_correct"] + sorted(
+                {k for log in logging_outputs for k in log if k.startswith("n_correct_h")})
+            for key in keys:
+                metrics.log_scalar(key, total(key))
+                name = "accuracy" if key == "n_correct" else "acc_" + key[len("n_correct_"):]
+                metrics.log_derived(name, _accuracy(key))
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True
+
+
+def _accuracy(key: str):
+    def derive(meters):
+        seen = meters["total"].sum
+        return round(meters[key].sum * 100.0 / seen, 3) if seen > 0 else float("nan")
+    return derive

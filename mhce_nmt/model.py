@@ -1,0 +1,219 @@
+"""`transformer_mhce`: fairseq's transformer whose decoder output layer is a FactoredOutput.
+
+The decoder returns features (B, T, d) like fairseq's adaptive-softmax decoder; the criterion
+calls `output_projection.loss_terms` and `get_normalized_probs` calls `output_projection.log_probs`.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.transformer import TransformerDecoder, TransformerModel
+from fairseq.models.transformer.transformer_legacy import (
+    base_architecture,
+    tiny_architecture,
+    transformer_iwslt_de_en,
+    transformer_wmt_en_de,
+)
+
+from .codec import CodecError, LabelCodec
+from .errors import MHCEConfigError
+from .output import MODES, FactoredOutput, build_output_layer
+
+OUTPUT_KEY = "decoder.output_projection."
+
+
+def codec_from_args(args: Any, vocab_size: int) -> LabelCodec:
+    """The codec the arguments describe for a target dictionary of `vocab_size` entries.
+
+    A codec stored with a model (mhce_vocab_size) must match the dictionary it is loaded with.
+    """
+    stored_vocab = getattr(args, "mhce_vocab_size", None)
+    if stored_vocab is not None and int(stored_vocab) != vocab_size:
+        raise MHCEConfigError(
+            f"the model was trained with a target dictionary of {stored_vocab} entries and heads "
+            f"{args.mhce_heads}, but the target dictionary given has {vocab_size}: load it with the "
+            "same data-bin (dict.<tgt>.txt) it was trained on."
+        )
+    try:
+        return LabelCodec.build(vocab_size, getattr(args, "mhce_heads", None),
+                                int(getattr(args, "mhce_num_heads", 2)))
+    except CodecError as err:
+        raise MHCEConfigError(str(err)) from None
+
+
+def validate_args(args: Any) -> None:
+    """Reject options the factored output cannot honour, before any model is built."""
+    mode = getattr(args, "mhce_mode", "mhe")
+    if mode not in ("mhp", "mhe", "mhs"):
+        raise MHCEConfigError(f"--mhce-mode {mode!r} is unknown: choose one of mhp, mhe, mhs.")
+    if getattr(args, "adaptive_softmax_cutoff", None):
+        raise MHCEConfigError(
+            "--adaptive-softmax-cutoff cannot be combined with transformer_mhce: the factored "
+            "output replaces the softmax. Drop the option (or use --arch transformer for adaptive softmax)."
+        )
+    explicit_share = getattr(args, "share_decoder_input_output_embed", False) and not getattr(
+        args, "share_all_embeddings", False)
+    if explicit_share and mode in ("mhp", "mhe"):
+        raise MHCEConfigError(
+            f"--share-decoder-input-output-embed does not apply to --mhce-mode {mode}: its heads are "
+            "not a V x d matrix. Drop it; with mhe use --mhe-tie-label-embeddings instead."
+        )
+    if getattr(args, "mhe_tie_label_embeddings", False) and mode != "mhe":
+        raise MHCEConfigError("--mhe-tie-label-embeddings needs --mhce-mode mhe.")
+
+
+class TransformerMHCEDecoder(TransformerDecoder):
+    """Transformer decoder whose output layer is a FactoredOutput; forward returns features."""
+
+    def build_output_projection(self, args, dictionary, embed_tokens):
+        args = self.args  # the namespace with the mhce_* options (the base passes a TransformerConfig)
+        codec = codec_from_args(args, len(dictionary))
+        mode = args.mhce_mode
+        tied = None
+        if mode == "mhe" and args.mhe_tie_label_embeddings:
+            tied = embed_tokens.weight
+        elif mode == "mhs" and args.share_decoder_input_output_embed:
+            tied = embed_tokens.weight
+        try:
+            self.output_projection = build_output_layer(
+                mode, codec, self.output_embed_dim,
+                embed_dim=args.mhce_embed_dim or None,
+                tied_weight=tied,
+                mhs_groups=args.mhs_groups or None,
+                mhs_logq_correction=args.mhs_logq_correction,
+            )
+        except ValueError as err:
+            raise MHCEConfigError(str(err)) from None
+        if mode != "mhs":
+            # the factored heads are not tied to the input embeddings in fairseq's sense
+            self.share_input_output_embed = False
+
+    def output_layer(self, features):
+        """Features pass through: the factored layer is applied by the criterion / scorer."""
+        return features
+
+    def get_normalized_probs_scriptable(self, net_output, log_probs: bool, sample=None):
+        """Exact (B, T, V) (log-)probabilities from the factored layer."""
+        lprobs = self.output_projection.log_probs(net_output[0])
+        return lprobs if log_probs else lprobs.exp()
+
+
+@register_model("transformer_mhce")
+class TransformerMHCEModel(TransformerModel):
+    """Transformer NMT model with a multi-head factored output layer (MHP, MHE or MHS)."""
+
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        group = parser.add_argument_group("mhce output layer")
+        group.add_argument("--mhce-mode", choices=MODES[:3],
+                           help="factored output: mhp (head product), mhe (cascade), mhs (sampled groups)")
+        group.add_argument("--mhce-heads", type=str,
+                           help="explicit head sizes, e.g. 200,200 (product >= target vocab size)")
+        group.add_argument("--mhce-num-heads", type=int,
+                           help="number of heads when --mhce-heads is not given (sizes chosen automatically)")
+        group.add_argument("--mhce-embed-dim", type=int,
+                           help="mhe: label-embedding dim of levels > 1 (default: decoder output dim)")
+        group.add_argument("--mhe-tie-label-embeddings", action="store_true",
+                           help="mhe: tie the last level's label embeddings to the decoder input embeddings")
+        group.add_argument("--mhs-groups", type=int,
+                           help="mhs: groups in each training softmax (default: 1/8 of the groups)")
+        group.add_argument("--mhs-logq-correction", action="store_true",
+                           help="mhs: subtract log inclusion probability from sampled groups' logits")
+        group.add_argument("--mhce-vocab-size", type=int,
+                           help="set automatically: the target vocab size the codec was built for")
+
+    @classmethod
+    def build_model(cls, args, task):
+        mhce_base_architecture(args)
+        validate_args(args)
+        codec = codec_from_args(args, len(task.target_dictionary))
+        # store the resolved codec in the config so a checkpoint never re-derives another one
+        args.mhce_heads = ",".join(map(str, codec.head_sizes))
+        args.mhce_vocab_size = codec.vocab_size
+        return super().build_model(args, task)
+
+    @classmethod
+    def build_decoder(cls, args, tgt_dict, embed_tokens):
+        return TransformerMHCEDecoder(args, tgt_dict, embed_tokens,
+                                      no_encoder_attn=getattr(args, "no_cross_attention", False))
+
+    @property
+    def output_layer_module(self) -> FactoredOutput:
+        return self.decoder.output_projection
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args: Optional[Any] = None):
+        """Check the checkpoint's output layer (codec and mode) before fairseq loads weights."""
+        check_output_state(self.state_dict(), state_dict)
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+
+
+def check_output_state(expected: Dict[str, Any], found: Dict[str, Any]) -> None:
+    """Clear errors for a checkpoint whose output layer differs from the model built for it."""
+    spec_key = OUTPUT_KEY + "codec_spec"
+    if spec_key in expected and spec_key in found:
+        want, got = expected[spec_key].tolist(), found[spec_key].tolist()
+        if want != got:
+            raise MHCEConfigError(
+                f"checkpoint codec (V={got[0]}, heads {'x'.join(map(str, got[1:]))}) does not match "
+                f"the model built for this dictionary (V={want[0]}, heads "
+                f"{'x'.join(map(str, want[1:]))}): use the dictionary and --mhce-* options it was trained with."
+            )
+    want_keys = {k for k in expected if k.startswith(OUTPUT_KEY)}
+    got_keys = {k for k in found if k.startswith(OUTPUT_KEY)}
+    if want_keys != got_keys:
+        raise MHCEConfigError(
+            f"checkpoint output layer has parameters {sorted(got_keys)} but the model expects "
+            f"{sorted(want_keys)}: it was trained with another --mhce-mode or tying option."
+        )
+
+
+def mhce_base_architecture(args):
+    """Defaults of the mhce options (fairseq arch functions fill only missing values)."""
+    args.mhce_mode = getattr(args, "mhce_mode", None) or "mhe"
+    args.mhce_heads = getattr(args, "mhce_heads", None)
+    args.mhce_num_heads = getattr(args, "mhce_num_heads", None) or 2
+    args.mhce_embed_dim = getattr(args, "mhce_embed_dim", None)
+    args.mhe_tie_label_embeddings = getattr(args, "mhe_tie_label_embeddings", False)
+    args.mhs_groups = getattr(args, "mhs_groups", None)
+    args.mhs_logq_correction = getattr(args, "mhs_logq_correction", False)
+    args.mhce_vocab_size = getattr(args, "mhce_vocab_size", None)
+
+
+@register_model_architecture("transformer_mhce", "transformer_mhce")
+def transformer_mhce(args):
+    mhce_base_architecture(args)
+    base_architecture(args)
+
+
+@register_model_architecture("transformer_mhce", "transformer_mhce_iwslt_de_en")
+def transformer_mhce_iwslt_de_en(args):
+    mhce_base_architecture(args)
+    transformer_iwslt_de_en(args)
+
+
+@register_model_architecture("transformer_mhce", "transformer_mhce_wmt_en_de")
+def transformer_mhce_wmt_en_de(args):
+    mhce_base_architecture(args)
+    transformer_wmt_en_de(args)
+
+
+@register_model_architecture("transformer_mhce", "transformer_mhce_cpu")
+def transformer_mhce_cpu(args):
+    """3+3 layers, d=256, FFN 1024, 4 heads: the size the CPU demo trains in ~20 minutes."""
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 256)
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 1024)
+    args.encoder_layers = getattr(args, "encoder_layers", 3)
+    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 4)
+    args.decoder_layers = getattr(args, "decoder_layers", 3)
+    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", 4)
+    args.dropout = getattr(args, "dropout", 0.2)
+    transformer_mhce(args)
+
+
+@register_model_architecture("transformer_mhce", "transformer_mhce_tiny")
+def transformer_mhce_tiny(args):
+    """2+2 layers, d=64: for tests and smoke runs."""
+    mhce_base_architecture(args)
+    tiny_architecture(args)

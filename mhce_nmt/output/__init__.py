@@ -1,0 +1,39 @@
+"""Output layers behind one interface (see base.FactoredOutput); `build_output_layer` picks one."""
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import nn
+
+from ..codec import LabelCodec
+from .base import CascadeOutput, FactoredOutput, LevelScores, LossTerms
+from .loss import FactoredLoss, factored_loss
+from .mhe import MHEOutput
+from .mhp import MHPOutput
+from .mhs import MHSOutput
+from .softmax import SoftmaxOutput
+
+MODES = ("mhp", "mhe", "mhs", "softmax")
+
+
+def build_output_layer(mode: str, codec: LabelCodec, input_dim: int, *,
+                       embed_dim: Optional[int] = None,
+                       tied_weight: Optional[nn.Parameter] = None,
+                       mhs_groups: Optional[int] = None,
+                       mhs_logq_correction: bool = False) -> FactoredOutput:
+    """The output layer for `mode`; tied_weight is the decoder input embedding when sharing."""
+    if mode == "mhp":
+        return MHPOutput(codec, input_dim)
+    if mode == "mhe":
+        return MHEOutput(codec, input_dim, embed_dim=embed_dim, tied_label_weight=tied_weight)
+    if mode == "mhs":
+        return MHSOutput(codec, input_dim, mhs_groups, mhs_logq_correction, weight=tied_weight)
+    if mode == "softmax":
+        return SoftmaxOutput(codec, input_dim, weight=tied_weight)
+    raise ValueError(f"--mhce-mode {mode!r} is unknown: choose one of {', '.join(MODES)}.")
+
+
+__all__ = [
+    "MODES", "build_output_layer", "FactoredOutput", "CascadeOutput", "LevelScores", "LossTerms",
+    "FactoredLoss", "factored_loss", "MHPOutput", "MHEOutput", "MHSOutput", "SoftmaxOutput",
+]

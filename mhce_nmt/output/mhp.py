@@ -1,0 +1,93 @@
+"""MHP: multi-head product. H independent heads Linear(d, K_h) on the same state.
+
+log p(y|x) = sum_h log softmax_h(x)[d_h(y)] - log Z(x), where Z = sum_{y<V} prod_h p_h(d_h(y))
+is the head-product mass on valid codes (Z = 1 when prod(K) = V). Cost d * sum(K), not d * V.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..codec import LabelCodec
+from .base import CascadeOutput, LevelScores, LossTerms
+
+
+@dataclass
+class _HeadState:
+    log_probs: List[Tensor]  # H x (N, K_h) fp32
+    log_z: Optional[Tensor]  # (N,)
+
+
+class MHPOutput(CascadeOutput):
+    """Kronecker product of H head distributions, renormalised over valid codes."""
+
+    def __init__(self, codec: LabelCodec, input_dim: int):
+        super().__init__(codec, input_dim)
+        self.heads = nn.Linear(input_dim, sum(codec.head_sizes))  # all heads in one matmul
+        nn.init.normal_(self.heads.weight, mean=0.0, std=input_dim ** -0.5)
+        nn.init.zeros_(self.heads.bias)
+        self.register_buffer("codec_spec", torch.tensor(codec.spec()), persistent=True)
+        self.register_buffer("bound_digits", self._bound_digits(codec), persistent=False)
+        self.register_buffer("digit_table", codec.encode(codec.all_ids()), persistent=False)
+
+    @staticmethod
+    def _bound_digits(codec: LabelCodec) -> Tensor:
+        """Digits of V (exclusive bound); empty when every code is valid."""
+        if codec.capacity == codec.vocab_size:
+            return torch.zeros(0, dtype=torch.long)
+        return codec.encode(torch.tensor(codec.vocab_size))
+
+    def head_logits(self, x: Tensor) -> List[Tensor]:
+        """x (N, d) -> H x (N, K_h)."""
+        return list(torch.split(self.heads(x), self.codec.head_sizes, dim=-1))
+
+    def log_valid_mass(self, head_log_probs: List[Tensor]) -> Optional[Tensor]:
+        """log Z: ids < V are those whose digits are below V's digits at the first difference,
+        so Z = sum_h prod_{j<h} p_j(v_j) * sum_{c<v_h} p_h(c). (N,) or None when Z = 1."""
+        if self.bound_digits.numel() == 0:
+            return None
+        terms = []
+        prefix = torch.zeros_like(head_log_probs[0][:, 0])
+        for h, lp in enumerate(head_log_probs):
+            v = int(self.bound_digits[h])
+            if v > 0:
+                terms.append(prefix + torch.logsumexp(lp[:, :v], dim=-1))
+            prefix = prefix + lp[:, v]
+        return torch.logsumexp(torch.stack(terms, 0), dim=0)
+
+    def loss_terms(self, x: Tensor, target: Tensor) -> LossTerms:
+        """One level per head on the target's digits, plus log Z for exactness."""
+        self.check_input(x)
+        digits = self.codec.encode(target)
+        logits = self.head_logits(x)
+        levels = [LevelScores(logits=l, target=digits[:, h]) for h, l in enumerate(logits)]
+        log_z = self.log_valid_mass([torch.log_softmax(l.float(), dim=-1) for l in logits])
+        return LossTerms(levels=levels, log_normalizer=log_z)
+
+    def prepare(self, x: Tensor, temperature: float) -> _HeadState:
+        logits = self.head_logits(x)
+        lps = [torch.log_softmax(l.float() / temperature, dim=-1) for l in logits]
+        return _HeadState(log_probs=lps, log_z=self.log_valid_mass(lps))
+
+    def child_log_probs(self, state: _HeadState, level: int, rows: Tensor, parents: Tensor) -> Tensor:
+        """Head `level`'s log-probs for each row (independent of the parent), invalid codes -inf."""
+        lp = state.log_probs[level - 1].index_select(0, rows)
+        valid = self.codec.child_valid(level, parents)
+        return lp.masked_fill(~valid, float("-inf"))
+
+    def path_correction(self, state: _HeadState) -> Optional[Tensor]:
+        return None if state.log_z is None else -state.log_z
+
+    def full_log_probs(self, x: Tensor, temperature: float = 1.0) -> Tensor:
+        """(N, V): sum_h lp_h[:, d_h(v)] - log Z for every valid id v."""
+        state = self.prepare(x, temperature)
+        total = None
+        for h, lp in enumerate(state.log_probs):
+            part = lp.index_select(1, self.digit_table[:, h])
+            total = part if total is None else total + part
+        if state.log_z is not None:
+            total = total - state.log_z.unsqueeze(-1)
+        return total

@@ -1,0 +1,66 @@
+"""`translation_mhce`: fairseq's translation task whose generator decodes coarse to fine."""
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from fairseq.tasks import register_task
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+from .errors import MHCEConfigError
+from .generator import MHCESequenceGenerator
+from .output import FactoredOutput
+
+
+@dataclass
+class TranslationMHCEConfig(TranslationConfig):
+    mhe_topk_groups: str = field(
+        default="8",
+        metadata={"help": "coarse-to-fine decoding: prefixes kept per coarse level for each "
+                          "hypothesis (one value, or a comma list with one value per level 1..H-1); "
+                          "'all' scores every token exactly"},
+    )
+
+
+def parse_topk_groups(spec: str) -> Optional[List[int]]:
+    """'8' -> [8]; '8,4' -> [8, 4]; 'all' -> None (exhaustive)."""
+    text = str(spec).strip().lower()
+    if text == "all":
+        return None
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise MHCEConfigError(
+            f"--mhe-topk-groups {spec!r} is malformed: give a positive integer, a comma list such as "
+            "'8,4', or 'all'.") from None
+    if any(v < 1 for v in values):
+        raise MHCEConfigError(f"--mhe-topk-groups {spec!r} is out of range: every value must be >= 1.")
+    return values
+
+
+def coarse_to_fine_layers(models) -> List[FactoredOutput]:
+    """The factored layers of `models` if every one supports coarse-to-fine decoding, else []."""
+    layers = [getattr(getattr(m, "decoder", None), "output_projection", None) for m in models]
+    if not layers or not all(isinstance(l, FactoredOutput) and l.supports_coarse_to_fine for l in layers):
+        return []
+    if any(l.codec != layers[0].codec for l in layers):
+        raise MHCEConfigError(
+            f"ensemble members use different codecs ({', '.join(str(l.codec) for l in layers)}): "
+            "coarse-to-fine decoding needs one target vocabulary and head sizes for all models.")
+    return layers
+
+
+@register_task("translation_mhce", dataclass=TranslationMHCEConfig)
+class TranslationMHCETask(TranslationTask):
+    """Translation with coarse-to-fine decoding for MHP/MHE models; stock decoding otherwise."""
+
+    cfg: TranslationMHCEConfig
+
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
+                        prefix_allowed_tokens_fn=None):
+        topk = parse_topk_groups(self.cfg.mhe_topk_groups)
+        if seq_gen_cls is None and coarse_to_fine_layers(models) and not getattr(args, "print_alignment", None):
+            seq_gen_cls = MHCESequenceGenerator
+            extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {}, topk_groups=topk)
+        return super().build_generator(models, args, seq_gen_cls=seq_gen_cls,
+                                       extra_gen_cls_kwargs=extra_gen_cls_kwargs,
+                                       prefix_allowed_tokens_fn=prefix_allowed_tokens_fn)

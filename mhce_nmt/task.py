@@ -14,18 +14,27 @@ from .output import FactoredOutput
 @dataclass
 class TranslationMHCEConfig(TranslationConfig):
     mhe_topk_groups: str = field(
-        default="8",
+        default="auto",
         metadata={"help": "coarse-to-fine decoding: prefixes kept per coarse level for each "
                           "hypothesis (one value, or a comma list with one value per level 1..H-1); "
-                          "'all' scores every token exactly"},
+                          "'all' scores every token exactly; 'auto' = 8, capped at each level's "
+                          "number of prefixes"},
     )
 
 
-def parse_topk_groups(spec: str) -> Optional[List[int]]:
-    """'8' -> [8]; '8,4' -> [8, 4]; 'all' -> None (exhaustive)."""
+DEFAULT_TOPK_GROUPS = 8
+
+
+def parse_topk_groups(spec: str, layer: Optional[FactoredOutput] = None) -> Optional[List[int]]:
+    """'8' -> [8]; '8,4' -> [8, 4]; 'all' -> None (exhaustive); 'auto' -> 8 per level, capped
+    at the number of prefixes of that level of `layer`."""
     text = str(spec).strip().lower()
     if text == "all":
         return None
+    if text == "auto":
+        if layer is None:
+            return [DEFAULT_TOPK_GROUPS]
+        return [min(DEFAULT_TOPK_GROUPS, p) for p in layer.codec.num_prefixes[:-1]]
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
@@ -57,8 +66,9 @@ class TranslationMHCETask(TranslationTask):
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                         prefix_allowed_tokens_fn=None):
-        topk = parse_topk_groups(self.cfg.mhe_topk_groups)
-        if seq_gen_cls is None and coarse_to_fine_layers(models) and not getattr(args, "print_alignment", None):
+        layers = coarse_to_fine_layers(models)
+        if seq_gen_cls is None and layers and not getattr(args, "print_alignment", None):
+            topk = parse_topk_groups(self.cfg.mhe_topk_groups, layers[0])
             seq_gen_cls = MHCESequenceGenerator
             extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {}, topk_groups=topk)
         return super().build_generator(models, args, seq_gen_cls=seq_gen_cls,

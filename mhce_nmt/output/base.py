@@ -148,6 +148,9 @@ class CascadeOutput(FactoredOutput):
             width = parents.size(1)
             rows = torch.arange(n, device=x.device).repeat_interleave(width)
             lp = self.child_log_probs(state, level, rows, parents.reshape(-1))  # (N*W, K)
+            # children of a pruned-in invalid prefix (kept when g_h exceeds the valid prefixes)
+            # must be -inf, not NaN (a softmax over no valid class): topk ranks NaN first
+            lp = lp.masked_fill(~self.codec.child_valid(level, parents.reshape(-1)), float("-inf"))
             scores = (scores.unsqueeze(-1) + lp.view(n, width, k)).view(n, width * k)
             parents = (parents.unsqueeze(-1) * k + torch.arange(k, device=x.device)).view(n, width * k)
             if level < self.codec.num_heads:
@@ -185,9 +188,14 @@ class CascadeOutput(FactoredOutput):
         return total.view(n, c)
 
 
+def at_least_fp32(t: Tensor) -> Tensor:
+    """fp16/bf16 -> fp32; fp32 and fp64 unchanged (fp64 keeps gradcheck exact)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def masked_log_softmax(logits: Tensor, valid: Optional[Tensor], temperature: float = 1.0) -> Tensor:
-    """log_softmax in fp32 over the valid columns; invalid columns are -inf."""
-    scores = logits.float()
+    """log_softmax in (at least) fp32 over the valid columns; invalid columns are -inf."""
+    scores = at_least_fp32(logits)
     if temperature != 1.0:
         scores = scores / temperature
     if valid is not None:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..codec import LabelCodec
-from .base import CascadeOutput, LevelScores, LossTerms
+from .base import CascadeOutput, LevelScores, LossTerms, at_least_fp32
 
 
 @dataclass
@@ -64,12 +64,12 @@ class MHPOutput(CascadeOutput):
         digits = self.codec.encode(target)
         logits = self.head_logits(x)
         levels = [LevelScores(logits=l, target=digits[:, h]) for h, l in enumerate(logits)]
-        log_z = self.log_valid_mass([torch.log_softmax(l.float(), dim=-1) for l in logits])
+        log_z = self.log_valid_mass([torch.log_softmax(at_least_fp32(l), dim=-1) for l in logits])
         return LossTerms(levels=levels, log_normalizer=log_z)
 
     def prepare(self, x: Tensor, temperature: float) -> _HeadState:
         logits = self.head_logits(x)
-        lps = [torch.log_softmax(l.float() / temperature, dim=-1) for l in logits]
+        lps = [torch.log_softmax(at_least_fp32(l) / temperature, dim=-1) for l in logits]
         return _HeadState(log_probs=lps, log_z=self.log_valid_mass(lps))
 
     def child_log_probs(self, state: _HeadState, level: int, rows: Tensor, parents: Tensor) -> Tensor:

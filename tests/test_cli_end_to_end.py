@@ -1,0 +1,88 @@
+"""Stock fairseq commands with the plugin: train, generate, interactive, score, hub, reload."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from toy import CLI_ENV, PLUGIN, REPO, bleu, generate, hypotheses, run_cli, train_losses
+
+N_TEST = 60
+
+
+@pytest.mark.parametrize("name", ["mhe2", "mhp2"])
+def test_train_then_generate_learns_the_task(trained, toy_bin, name):
+    run = trained(name)
+    losses = train_losses(run["log"])
+    assert len(losses) >= 10
+    assert losses[-1] < 0.5 * losses[0], losses
+    exhaustive = generate(toy_bin, run["ckpt"], ["--task", "translation_mhce", "--mhe-topk-groups", "all"])
+    pruned = generate(toy_bin, run["ckpt"], ["--task", "translation_mhce", "--mhe-topk-groups", "4"])
+    assert len(hypotheses(exhaustive.stdout)) == N_TEST  # count in == count out
+    assert len(hypotheses(pruned.stdout)) == N_TEST
+    assert bleu(exhaustive.stdout) > 60
+    assert bleu(pruned.stdout) == pytest.approx(bleu(exhaustive.stdout), abs=1.0)
+
+
+def test_plain_translation_task_decodes_through_full_log_probs(trained, toy_bin):
+    run = trained("mhe2")
+    stock = generate(toy_bin, run["ckpt"], ["--task", "translation"])
+    c2f = generate(toy_bin, run["ckpt"], ["--task", "translation_mhce", "--mhe-topk-groups", "all"])
+    assert hypotheses(stock.stdout) == hypotheses(c2f.stdout)
+
+
+def test_score_reference(trained, toy_bin):
+    out = generate(toy_bin, trained("mhe2")["ckpt"], ["--task", "translation_mhce", "--score-reference"])
+    scores = [float(line.split("\t")[1]) for line in out.stdout.splitlines() if line.startswith("H-")]
+    assert len(scores) == N_TEST and all(s <= 0 for s in scores)
+
+
+def test_interactive(trained, toy_bin):
+    proc = run_cli("fairseq_cli.interactive", [
+        toy_bin, "--user-dir", PLUGIN, "--task", "translation_mhce", "--path", trained("mhe2")["ckpt"],
+        "--beam", "5", "--mhe-topk-groups", "4", "--source-lang", "src", "--target-lang", "tgt", "--cpu"],
+        stdin="w1 w2 w3 w4\nw5 w6\n")
+    hyps = [line.split("\t")[2] for line in proc.stdout.splitlines() if line.startswith("H-")]
+    assert hyps == ["w1 w2 w3 w4", "w5 w6"]
+
+
+def test_hub_translate(trained, toy_bin):
+    ckpt = trained("mhe2")["ckpt"]
+    script = textwrap.dedent(f"""
+        import mhce_nmt
+        from mhce_nmt.model import TransformerMHCEModel
+        from mhce_nmt.generator import MHCESequenceGenerator
+        hub = TransformerMHCEModel.from_pretrained({str(ckpt.parent)!r}, checkpoint_file={ckpt.name!r},
+            data_name_or_path={str(toy_bin)!r}, task="translation_mhce", mhe_topk_groups="4",
+            source_lang="src", target_lang="tgt")
+        assert isinstance(hub.task.build_generator(hub.models, hub.cfg.generation), MHCESequenceGenerator)
+        print(hub.translate("w7 w8 w9", beam=5))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env=CLI_ENV, capture_output=True, text=True,
+                          cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "w7 w8 w9"
+
+
+def test_checkpoints_load_with_weights_only_default(trained):
+    """torch >= 2.6 rejects fairseq checkpoints unless the plugin allow-lists their globals."""
+    ckpt = str(trained("mhe2")["ckpt"])
+    bare = subprocess.run([sys.executable, "-c", f"import torch; torch.load({ckpt!r})"],
+                          env=CLI_ENV, capture_output=True, text=True)
+    if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 6):
+        assert bare.returncode != 0 and "argparse.Namespace" in bare.stderr
+    plugin = subprocess.run([sys.executable, "-c", f"import mhce_nmt, torch; torch.load({ckpt!r})"],
+                            env=CLI_ENV, capture_output=True, text=True)
+    assert plugin.returncode == 0, plugin.stderr[-2000:]
+
+
+def test_checkpoint_stores_the_codec(trained):
+    import mhce_nmt  # noqa: F401  (allow-list)
+
+    state = torch.load(trained("mhe3")["ckpt"])
+    model_args = state["cfg"]["model"]
+    assert model_args.mhce_heads == "4,4,4" and model_args.mhce_vocab_size == 48
+    assert state["model"]["decoder.output_projection.codec_spec"].tolist() == [48, 4, 4, 4]

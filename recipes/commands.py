@@ -1,0 +1,153 @@
+"""Pure builders of the fairseq command lines used by every recipe.
+
+Nothing here runs a process or touches the disk, so tests can inspect the exact commands.
+``mhe``/``mhp``/``mhs`` train the plugin's ``transformer_mhce*`` architectures with the
+``translation_mhce`` task and ``mhce_cross_entropy`` criterion; ``softmax`` and ``adaptive`` are
+stock fairseq baselines with the same model dimensions. Every command loads the plugin with
+``--user-dir``: besides registering the models, it makes checkpoint loading work on torch >= 2.6.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+USER_DIR = REPO_ROOT / "mhce_nmt"
+FACTORED_MODES = ("mhe", "mhp", "mhs")
+MODES = (*FACTORED_MODES, "softmax", "adaptive")
+COARSE_TO_FINE_MODES = ("mhe", "mhp")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything :func:`train_command` needs besides paths.
+
+    ``base_arch`` is a stock fairseq architecture (``transformer``, ``transformer_iwslt_de_en``,
+    ...); factored modes use its ``transformer_mhce`` counterpart. ``model_args`` are the
+    recipe's dimensions and optimisation flags; ``softmax_args`` are added for ``softmax`` only
+    (embedding sharing, which the other output layers do not support).
+    """
+
+    mode: str = "mhe"
+    base_arch: str = "transformer"
+    model_args: tuple[str, ...] = ()
+    softmax_args: tuple[str, ...] = ()
+    max_tokens: int = 4096
+    max_update: int | None = None
+    stop_time_hours: float | None = None
+    seed: int = 1
+    cpu: bool = True
+    fp16: bool = False
+    log_format: str = "simple"
+    log_interval: int = 10
+
+
+def mhce_arch(base_arch: str) -> str:
+    """``transformer`` -> ``transformer_mhce``; ``transformer_iwslt_de_en`` ->
+    ``transformer_mhce_iwslt_de_en``."""
+    if not base_arch.startswith("transformer"):
+        raise ValueError(f"no mhce counterpart for architecture {base_arch!r}")
+    return "transformer_mhce" + base_arch[len("transformer"):]
+
+
+def adaptive_cutoffs(vocab_size: int) -> str:
+    """Adaptive-softmax cutoffs V/4 and V/2 (rounded down to a multiple of 8 when V >= 64)."""
+    step = 8 if vocab_size >= 64 else 1
+    first, second = (vocab_size // 4) // step * step, (vocab_size // 2) // step * step
+    if not 0 < first < second < vocab_size:
+        raise ValueError(f"vocabulary of {vocab_size} is too small for an adaptive softmax")
+    return f"{first},{second}"
+
+
+def preprocess_command(
+    src: str, tgt: str, text_prefix: Path, dest: Path, joined: bool, workers: int,
+    nwords: int | None = None,
+) -> list[str]:
+    """``fairseq-preprocess`` over ``{train,valid,test}.{src,tgt}`` under ``text_prefix``.
+
+    ``nwords`` caps each dictionary (used by the word-level vocabulary); with ``joined`` the
+    two languages share one dictionary.
+    """
+    cmd = [
+        "fairseq-preprocess", "--source-lang", src, "--target-lang", tgt,
+        "--trainpref", str(text_prefix / "train"), "--validpref", str(text_prefix / "valid"),
+        "--testpref", str(text_prefix / "test"), "--destdir", str(dest), "--workers", str(workers),
+    ]
+    if joined:
+        cmd.append("--joined-dictionary")
+    if nwords:
+        cmd += ["--nwordssrc", str(nwords), "--nwordstgt", str(nwords)]
+    return cmd
+
+
+def train_command(bin_dir: Path, save_dir: Path, settings: TrainSettings, tgt_vocab_size: int) -> list[str]:
+    """The ``fairseq-train`` command for ``settings.mode``.
+
+    ``tgt_vocab_size`` (the target dictionary's size) sets the adaptive-softmax cutoffs.
+    """
+    mode = settings.mode
+    cmd = ["fairseq-train", str(bin_dir), "--user-dir", str(USER_DIR)]
+    if mode in FACTORED_MODES:
+        cmd += [
+            "--task", "translation_mhce", "--arch", mhce_arch(settings.base_arch),
+            "--mhce-mode", mode, "--criterion", "mhce_cross_entropy", "--label-smoothing", "0.1",
+        ]
+    elif mode == "softmax":
+        cmd += [
+            "--task", "translation", "--arch", settings.base_arch,
+            "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+            *settings.softmax_args,
+        ]
+    elif mode == "adaptive":
+        cmd += [
+            "--task", "translation", "--arch", settings.base_arch,
+            "--adaptive-softmax-cutoff", adaptive_cutoffs(tgt_vocab_size),
+            "--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp",
+        ]
+    else:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    cmd += list(settings.model_args)
+    cmd += ["--max-tokens", str(settings.max_tokens), "--seed", str(settings.seed)]
+    if settings.max_update:
+        cmd += ["--max-update", str(settings.max_update)]
+    if settings.stop_time_hours:
+        cmd += ["--stop-time-hours", f"{settings.stop_time_hours:.4g}"]
+    if settings.cpu:
+        cmd.append("--cpu")
+    if settings.fp16:
+        cmd.append("--fp16")
+    cmd += [
+        "--save-dir", str(save_dir), "--no-epoch-checkpoints",
+        "--log-format", settings.log_format, "--log-interval", str(settings.log_interval),
+        "--log-file", str(save_dir / "train.log"),
+    ]
+    return cmd
+
+
+def generate_command(
+    bin_dir: Path, checkpoint: Path, results_dir: Path, mode: str, *, beam: int = 5,
+    batch_size: int = 64, topk_groups: int = 8, cpu: bool = True, max_len: tuple[float, int] = (1.2, 10),
+) -> list[str]:
+    """``fairseq-generate`` on the test subset; the output goes to ``results_dir/generate-test.txt``.
+
+    ``mhe``/``mhp`` decode coarse-to-fine with the plugin's task (``--mhe-topk-groups``);
+    the other modes use the stock translation task. Hypotheses are capped at
+    ``max_len[0] * source length + max_len[1]`` tokens (fairseq's default cap of 200 tokens
+    lets an undertrained model spend most of the decoding time on runaway repetitions).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    cmd = ["fairseq-generate", str(bin_dir), "--user-dir", str(USER_DIR)]
+    if mode in COARSE_TO_FINE_MODES:
+        cmd += ["--task", "translation_mhce", "--mhe-topk-groups", str(topk_groups)]
+    else:
+        cmd += ["--task", "translation"]
+    cmd += [
+        "--path", str(checkpoint), "--gen-subset", "test", "--beam", str(beam),
+        "--batch-size", str(batch_size), "--max-len-a", f"{max_len[0]:g}", "--max-len-b", str(max_len[1]),
+        "--results-path", str(results_dir),
+    ]
+    if cpu:
+        cmd.append("--cpu")
+    return cmd

@@ -1,0 +1,1 @@
+"""Offline LibreOffice help + UI parallel corpus (Debian packages) and its training recipe."""

@@ -1,0 +1,519 @@
+"""Shared recipe stages: spm -> binarize -> train -> generate -> score -> summary.
+
+A recipe only prepares ``WORK/data/{train,valid,test}.{src,tgt}`` (plain text); every later
+stage is shared. Each stage skips itself when its outputs exist (``--force`` redoes it), can be
+run alone (``--stage NAME``), and prints every command before running it (``--dry-run`` prints
+without running). Layout under the work directory::
+
+    data/                 plain text from the recipe's data stage (references stay untouched)
+    seg-<vocab>/          segmenter model(s) and segmented text; <vocab> e.g. spm16000, word32000
+    bin-<vocab>/          fairseq-preprocess output
+    runs/<vocab>-<mode>/  checkpoints/, gen/, train.json, gen.json, score.json, summary.json
+
+Standalone use on any prepared work directory (a small CPU transformer)::
+
+    python recipes/pipeline.py --work-dir DIR --src de --tgt en --mode softmax
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recipes.commands import (
+    MODES, TrainSettings, generate_command, preprocess_command, train_command,
+)
+from recipes.vocab import SentencePiece, WordLevel, load_segmenter
+
+SPLITS = ("train", "valid", "test")
+STAGES = ("spm", "binarize", "train", "generate", "score", "summary")
+OUTPUT_LAYER_PREFIXES = ("decoder.output_projection.", "decoder.adaptive_softmax.", "decoder.output_layer.")
+
+# Small transformer sized for a 2-core CPU (3+3 layers, d=256).
+CPU_MODEL_ARGS = (
+    "--encoder-layers", "3", "--decoder-layers", "3",
+    "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
+    "--encoder-ffn-embed-dim", "1024", "--decoder-ffn-embed-dim", "1024",
+    "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
+    "--dropout", "0.2", "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
+    "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt",
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What differs between recipes once the data is prepared."""
+
+    name: str
+    src: str
+    tgt: str
+    work_dir: Path
+    base_arch: str = "transformer"
+    model_args: tuple[str, ...] = CPU_MODEL_ARGS
+    softmax_args: tuple[str, ...] = ("--share-decoder-input-output-embed",)
+    vocab_size: int = 16000
+    word_vocab_size: int = 32000
+    warmup_updates: int = 500
+    max_tokens: int = 4096
+    max_update: int | None = None
+    train_minutes: float | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """One pipeline run: recipe choices plus command-line options."""
+
+    work_dir: Path
+    src: str
+    tgt: str
+    vocab_size: int
+    word_level: bool
+    joint: bool
+    train: TrainSettings
+    workers: int = 2
+    beam: int = 5
+    batch_size: int = 64
+    topk_groups: int = 8
+    force: bool = False
+    dry_run: bool = False
+
+    @property
+    def langs(self) -> tuple[str, str]:
+        return (self.src, self.tgt)
+
+    @property
+    def vocab_tag(self) -> str:
+        """Names the segmentation: ``spm16000``, ``spm8000-sep``, ``word32000``."""
+        kind = "word" if self.word_level else "spm"
+        return f"{kind}{self.vocab_size}" + ("" if self.joint else "-sep")
+
+    @property
+    def data(self) -> Path:
+        return self.work_dir / "data"
+
+    @property
+    def seg(self) -> Path:
+        return self.work_dir / f"seg-{self.vocab_tag}"
+
+    @property
+    def bin(self) -> Path:
+        return self.work_dir / f"bin-{self.vocab_tag}"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.work_dir / "runs" / f"{self.vocab_tag}-{self.train.mode}"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def segmenter_path(self, lang: str) -> Path:
+        """Where the segmenter used for ``lang`` is saved."""
+        if self.word_level:
+            return self.seg / "segmenter.words"
+        return self.seg / ("spm.model" if self.joint else f"spm.{lang}.model")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def say(stage: str, message: str) -> None:
+    """Progress line of a stage."""
+    print(f"[{stage}] {message}", flush=True)
+
+
+def run(cmd: list[str], dry_run: bool, log: Path | None = None) -> None:
+    """Print a command, then run it (unless ``dry_run``); fail loudly on a non-zero exit.
+
+    With ``log``, the command's stdout and stderr are also copied to that file (progress bars
+    still reach the terminal). Console scripts (``fairseq-train`` ...) are looked up next to
+    the running interpreter first, so an un-activated virtual environment works.
+    """
+    print("+ " + shlex.join(cmd), flush=True)
+    if dry_run:
+        return
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    exe = shutil.which(cmd[0], path=search)
+    if exe is None:
+        raise FileNotFoundError(f"{cmd[0]} not found; run `make install` first")
+    if log is None:
+        subprocess.run([exe, *cmd[1:]], check=True)
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as copy, subprocess.Popen([exe, *cmd[1:]], stdout=subprocess.PIPE,
+                                                  stderr=subprocess.STDOUT) as proc:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(65536):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            copy.write(chunk)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+
+
+def read_lines(path: Path) -> list[str]:
+    """Lines of a UTF-8 text file, without newlines (only ``\\n`` separates lines)."""
+    with path.open(encoding="utf-8", newline="\n") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    """Write lines with ``\\n`` endings."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="\n") as f:
+        f.writelines(line + "\n" for line in lines)
+
+
+def write_json(path: Path, value: dict[str, object]) -> None:
+    """Pretty-printed JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def load_json(path: Path) -> dict[str, object]:
+    """A JSON object written by :func:`write_json` (empty when the file does not exist)."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def done(stage: str, cfg: Config, outputs: Sequence[Path], inputs: Sequence[Path] = ()) -> bool:
+    """True (and says so) when every output exists, none is older than an existing input, and
+    ``--force`` was not given; so redoing one stage makes the later ones run again."""
+    if cfg.force or not all(p.exists() for p in outputs):
+        return False
+    newest_input = max((p.stat().st_mtime for p in inputs if p.exists()), default=0.0)
+    if min(p.stat().st_mtime for p in outputs) < newest_input:
+        say(stage, "inputs changed since the last run, redoing")
+        return False
+    say(stage, f"outputs exist, skipping (use --force to redo): {outputs[0].parent}")
+    return True
+
+
+def dictionary_size(dict_file: Path) -> int:
+    """Size of a fairseq dictionary: its entries plus the 4 special symbols."""
+    return sum(1 for _ in dict_file.open(encoding="utf-8")) + 4
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def stage_spm(cfg: Config) -> None:
+    """Train the segmenter(s) on the training text and segment every split."""
+    outputs = [cfg.seg / f"{s}.{lang}" for s in SPLITS for lang in cfg.langs]
+    outputs += [cfg.segmenter_path(lang) for lang in cfg.langs]
+    if done("spm", cfg, outputs, [cfg.data / f"{s}.{lang}" for s in SPLITS for lang in cfg.langs]):
+        return
+    groups = [] if cfg.word_level else [cfg.langs] if cfg.joint else [(lang,) for lang in cfg.langs]
+    if cfg.word_level:
+        say("spm", f"word-level segmenter (no subword merges) -> {cfg.segmenter_path(cfg.src)}")
+    for group in groups:
+        inputs = " ".join(str(cfg.data / f"train.{lang}") for lang in group)
+        say("spm", f"train sentencepiece unigram, vocab {cfg.vocab_size}, on {inputs}"
+            f" -> {cfg.segmenter_path(group[0])}")
+    if cfg.dry_run:
+        return
+    cfg.seg.mkdir(parents=True, exist_ok=True)
+    if cfg.word_level:
+        WordLevel.save(cfg.segmenter_path(cfg.src))
+    for group in groups:
+        prefix = cfg.segmenter_path(group[0]).with_suffix("")
+        SentencePiece.train([cfg.data / f"train.{lang}" for lang in group], prefix, cfg.vocab_size)
+    for lang in cfg.langs:
+        segmenter = load_segmenter(cfg.segmenter_path(lang))
+        for split in SPLITS:
+            lines = read_lines(cfg.data / f"{split}.{lang}")
+            write_lines(cfg.seg / f"{split}.{lang}", segmenter.encode(lines))
+        say("spm", f"segmented {lang}: " + ", ".join(
+            f"{s} {sum(len(l.split()) for l in read_lines(cfg.seg / f'{s}.{lang}'))} tokens" for s in SPLITS))
+
+
+def stage_binarize(cfg: Config) -> None:
+    """``fairseq-preprocess`` the segmented text (joined dictionary when the vocab is joint)."""
+    outputs = [cfg.bin / f"dict.{lang}.txt" for lang in cfg.langs]
+    outputs += [cfg.bin / f"{s}.{cfg.src}-{cfg.tgt}.{lang}.bin" for s in SPLITS for lang in cfg.langs]
+    if done("binarize", cfg, outputs, [cfg.seg / f"{s}.{lang}" for s in SPLITS for lang in cfg.langs]):
+        return
+    cmd = preprocess_command(cfg.src, cfg.tgt, cfg.seg, cfg.bin, cfg.joint, cfg.workers,
+                             nwords=cfg.vocab_size if cfg.word_level else None)
+    if not cfg.dry_run:
+        shutil.rmtree(cfg.bin, ignore_errors=True)  # fairseq-preprocess refuses existing dictionaries
+    run(cmd, cfg.dry_run)
+
+
+def target_vocab_size(cfg: Config) -> int:
+    """The target dictionary's size (the configured vocabulary size before binarisation)."""
+    dict_file = cfg.bin / f"dict.{cfg.tgt}.txt"
+    return dictionary_size(dict_file) if dict_file.exists() else cfg.vocab_size + 4
+
+
+def stage_train(cfg: Config) -> None:
+    """``fairseq-train``; resumes from ``checkpoint_last.pt`` when a previous run stopped early."""
+    marker = cfg.run_dir / "train.json"
+    if done("train", cfg, [marker], [cfg.bin / f"dict.{lang}.txt" for lang in cfg.langs]):
+        return
+    cmd = train_command(cfg.bin, cfg.checkpoints, cfg.train, target_vocab_size(cfg))
+    if cfg.dry_run:
+        run(cmd, dry_run=True)
+        return
+    if cfg.force:
+        shutil.rmtree(cfg.checkpoints, ignore_errors=True)
+    cfg.checkpoints.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    run(cmd, dry_run=False)
+    stats = parse_train_log(cfg.checkpoints / "train.log")
+    write_json(marker, {"mode": cfg.train.mode, "session_wall_s": round(time.perf_counter() - start, 1), **stats})
+    say("train", ", ".join(f"{k}={v}" for k, v in stats.items()))
+
+
+def parse_train_log(log: Path) -> dict[str, object]:
+    """Parameter count, updates, wall time and last validation numbers from a fairseq train log."""
+    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    stats: dict[str, object] = {}
+    params = re.search(r"num\. (?:shared )?model params: ([\d,]+)", text)
+    if params:
+        stats["model_params"] = int(params.group(1).replace(",", ""))
+    for key, pattern in (("num_updates", r"\| num_updates (\d+)"), ("train_wall_s", r"\| train_wall (\d+)"),
+                         ("wall_s", r"\| wall (\d+)")):
+        values = re.findall(pattern, text)
+        if values:
+            stats[key] = int(values[-1])
+    valid = re.findall(r"valid on 'valid' subset \| loss ([\d.]+) .*?\| ppl ([\d.]+)", text)
+    if valid:
+        stats["valid_loss"], stats["valid_ppl"] = float(valid[-1][0]), float(valid[-1][1])
+    return stats
+
+
+def checkpoint_path(cfg: Config) -> Path:
+    """``checkpoint_best.pt`` (lowest validation loss)."""
+    return cfg.checkpoints / "checkpoint_best.pt"
+
+
+def stage_generate(cfg: Config) -> None:
+    """Beam search on the test set, then desegment and restore the original sentence order.
+
+    Fails when fairseq returns a different number of hypotheses than there are test lines.
+    """
+    hyp_file, stats_file = cfg.run_dir / "gen" / "hyp.txt", cfg.run_dir / "gen.json"
+    if done("generate", cfg, [hyp_file, stats_file], [cfg.run_dir / "train.json"]):
+        return
+    cmd = generate_command(cfg.bin, checkpoint_path(cfg), cfg.run_dir / "gen", cfg.train.mode,
+                           beam=cfg.beam, batch_size=cfg.batch_size, topk_groups=cfg.topk_groups,
+                           cpu=cfg.train.cpu)
+    if cfg.dry_run:
+        run(cmd, dry_run=True)
+        say("generate", f"desegment hypotheses in test order -> {hyp_file}")
+        return
+    start = time.perf_counter()
+    run(cmd, dry_run=False, log=cfg.run_dir / "gen" / "generate.log")
+    wall = time.perf_counter() - start
+    output = (cfg.run_dir / "gen" / "generate-test.txt").read_text(encoding="utf-8")
+    log = (cfg.run_dir / "gen" / "generate.log").read_text(encoding="utf-8", errors="replace")
+    expected = len(read_lines(cfg.data / f"test.{cfg.src}"))
+    hypotheses = ordered_hypotheses(output, expected)
+    segmenter = load_segmenter(cfg.segmenter_path(cfg.tgt))
+    write_lines(hyp_file, [segmenter.decode(tokens.split()) for tokens in hypotheses])
+    speed = re.search(r"Translated ([\d,]+) sentences .*? in ([\d.]+)s \(([\d.]+) sentences/s", log + output)
+    stats: dict[str, object] = {"sentences": expected, "wall_s": round(wall, 1)}
+    if speed:
+        stats.update(decode_s=float(speed.group(2)), sentences_per_s=float(speed.group(3)))
+    write_json(stats_file, stats)
+    say("generate", f"{expected} hypotheses -> {hyp_file} ({stats})")
+
+
+def ordered_hypotheses(generate_output: str, expected: int) -> list[str]:
+    """Best hypothesis per sentence id from ``fairseq-generate`` output, in id order.
+
+    Raises ``RuntimeError`` when any test sentence is missing or unexpected.
+    """
+    hypotheses: dict[int, str] = {}
+    for line in generate_output.split("\n"):
+        if line.startswith("H-"):
+            head, _score, *tokens = line.split("\t")
+            hypotheses.setdefault(int(head[2:]), tokens[0] if tokens else "")
+    missing = sorted(set(range(expected)) - hypotheses.keys())
+    extra = sorted(hypotheses.keys() - set(range(expected)))
+    if missing or extra:
+        raise RuntimeError(
+            f"fairseq-generate returned {len(hypotheses)} hypotheses for {expected} test sentences "
+            f"(missing ids {missing[:10]}, unexpected ids {extra[:10]})"
+        )
+    return [hypotheses[i] for i in range(expected)]
+
+
+def stage_score(cfg: Config) -> None:
+    """sacreBLEU BLEU and chrF of the hypotheses against the untouched references."""
+    score_file = cfg.run_dir / "score.json"
+    if done("score", cfg, [score_file], [cfg.run_dir / "gen" / "hyp.txt", cfg.data / f"test.{cfg.tgt}"]):
+        return
+    hyp_file, ref_file = cfg.run_dir / "gen" / "hyp.txt", cfg.data / f"test.{cfg.tgt}"
+    say("score", f"sacrebleu BLEU + chrF of {hyp_file} against {ref_file}")
+    if cfg.dry_run:
+        return
+    scores = score_files(hyp_file, ref_file)
+    write_json(score_file, scores)
+    say("score", f"BLEU {scores['bleu']} ({scores['bleu_signature']}), chrF {scores['chrf']}")
+
+
+def score_files(hyp_file: Path, ref_file: Path) -> dict[str, object]:
+    """BLEU and chrF with their sacreBLEU signatures."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    hyps, refs = read_lines(hyp_file), read_lines(ref_file)
+    if len(hyps) != len(refs):
+        raise RuntimeError(f"{len(hyps)} hypotheses but {len(refs)} references")
+    bleu, chrf = BLEU(), CHRF()
+    bleu_score, chrf_score = bleu.corpus_score(hyps, [refs]), chrf.corpus_score(hyps, [refs])
+    return {
+        "bleu": round(bleu_score.score, 2), "bleu_signature": str(bleu.get_signature()),
+        "bleu_detail": str(bleu_score), "chrf": round(chrf_score.score, 2),
+        "chrf_signature": str(chrf.get_signature()), "sentences": len(hyps),
+    }
+
+
+def output_layer_params(checkpoint: Path) -> int:
+    """Parameters of the output layer, from the state dict entries under
+    :data:`OUTPUT_LAYER_PREFIXES` (a projection tied to the embeddings counts too)."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+    return sum(t.numel() for k, t in state.items() if k.startswith(OUTPUT_LAYER_PREFIXES))
+
+
+def stage_summary(cfg: Config) -> None:
+    """Print and write the run's data sizes, parameters, speeds and scores."""
+    summary_file = cfg.run_dir / "summary.json"
+    inputs = [cfg.run_dir / name for name in ("train.json", "gen.json", "score.json")]
+    if done("summary", cfg, [summary_file], inputs):
+        return
+    say("summary", f"collect sizes, timings and scores -> {summary_file}")
+    if cfg.dry_run:
+        return
+    summary: dict[str, object] = {
+        "pair": f"{cfg.src}-{cfg.tgt}", "mode": cfg.train.mode, "vocab": cfg.vocab_tag,
+        "data_pairs": {s: len(read_lines(cfg.data / f"{s}.{cfg.src}")) for s in SPLITS},
+        "dictionary": {lang: dictionary_size(cfg.bin / f"dict.{lang}.txt") for lang in cfg.langs},
+    }
+    train = load_json(cfg.run_dir / "train.json")
+    summary.update({k: train[k] for k in ("model_params",) if k in train})
+    if checkpoint_path(cfg).exists():
+        summary["output_layer_params"] = output_layer_params(checkpoint_path(cfg))
+    summary.update({k: train[k] for k in ("num_updates", "wall_s", "train_wall_s", "valid_ppl") if k in train})
+    generation = load_json(cfg.run_dir / "gen.json")
+    if "sentences_per_s" in generation:
+        summary["decode_sentences_per_s"] = generation["sentences_per_s"]
+    summary.update({k: v for k, v in load_json(cfg.run_dir / "score.json").items() if k != "sentences"})
+    write_json(summary_file, summary)
+    print(json.dumps(summary, indent=2, ensure_ascii=False), flush=True)
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Config], None]] = {
+    "spm": stage_spm, "binarize": stage_binarize, "train": stage_train,
+    "generate": stage_generate, "score": stage_score, "summary": stage_summary,
+}
+
+
+# --------------------------------------------------------------------------- command line
+
+DataStage = tuple[str, Callable[[Config, argparse.Namespace], None]]
+
+
+def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: tuple[str, ...]) -> None:
+    """Options shared by every recipe's ``run.py``."""
+    parser.add_argument("--work-dir", type=Path, default=recipe.work_dir, help="default %(default)s")
+    parser.add_argument("--src", default=recipe.src, help="source language (default %(default)s)")
+    parser.add_argument("--tgt", default=recipe.tgt, help="target language (default %(default)s)")
+    parser.add_argument("--mode", default="mhe", choices=MODES, help="output layer (default %(default)s)")
+    parser.add_argument("--vocab-size", type=int, help=f"sentencepiece vocabulary (default {recipe.vocab_size}); "
+                        f"with --word-level the dictionary cap (default {recipe.word_vocab_size})")
+    parser.add_argument("--word-level", action="store_true", help="word/punctuation tokens, no subword merges")
+    parser.add_argument("--separate-vocab", action="store_true", help="one vocabulary per language")
+    parser.add_argument("--train-minutes", type=float, default=recipe.train_minutes,
+                        help="training time budget (default %(default)s; 0 = none)")
+    parser.add_argument("--max-update", type=int, default=recipe.max_update, help="default %(default)s")
+    parser.add_argument("--warmup-updates", type=int, default=recipe.warmup_updates, help="default %(default)s")
+    parser.add_argument("--max-tokens", type=int, default=recipe.max_tokens, help="default %(default)s")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--fp16", action="store_true", help="mixed precision (GPU only)")
+    parser.add_argument("--log-format", choices=("tqdm", "simple"),
+                        help="fairseq progress display (default tqdm on a terminal, else simple)")
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=64, help="generation batch size")
+    parser.add_argument("--topk-groups", type=int, default=8, help="mhe/mhp decoding: groups kept per step")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="fairseq-preprocess workers")
+    parser.add_argument("--stage", choices=stage_names, help="run this stage only")
+    parser.add_argument("--force", action="store_true", help="redo stages whose outputs exist")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+
+
+def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
+    """Turn parsed options into a :class:`Config`."""
+    import torch
+
+    gpu = torch.cuda.is_available()
+    vocab_size = args.vocab_size or (recipe.word_vocab_size if args.word_level else recipe.vocab_size)
+    settings = TrainSettings(
+        mode=args.mode, base_arch=recipe.base_arch,
+        model_args=(*recipe.model_args, "--warmup-updates", str(args.warmup_updates)),
+        softmax_args=recipe.softmax_args, max_tokens=args.max_tokens, max_update=args.max_update,
+        stop_time_hours=args.train_minutes / 60 if args.train_minutes else None, seed=args.seed,
+        cpu=not gpu, fp16=args.fp16 and gpu,
+        log_format=args.log_format or ("tqdm" if sys.stderr.isatty() else "simple"),
+    )
+    return Config(
+        work_dir=args.work_dir.resolve(), src=args.src, tgt=args.tgt, vocab_size=vocab_size,
+        word_level=args.word_level, joint=not args.separate_vocab, train=settings,
+        workers=args.workers, beam=args.beam, batch_size=args.batch_size,
+        topk_groups=args.topk_groups, force=args.force, dry_run=args.dry_run,
+    )
+
+
+def run_stages(cfg: Config, stages: list[str],
+               functions: dict[str, Callable[[Config], None]] = STAGE_FUNCTIONS) -> None:
+    """Run the named stages in order, timing each."""
+    for name in stages:
+        start = time.perf_counter()
+        say(name, "start")
+        functions[name](cfg)
+        say(name, f"finished in {time.perf_counter() - start:.1f}s")
+
+
+def main(recipe: Recipe, argv: list[str] | None = None, data_stage: DataStage | None = None,
+         description: str | None = None,
+         extra_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> Config:
+    """Parse options and run the pipeline for ``recipe``; returns the resolved configuration.
+
+    ``data_stage`` is the recipe's ``(name, function)`` that writes ``WORK/data``; the function
+    gets the :class:`Config` and the parsed options (including those added by
+    ``extra_arguments``).
+    """
+    functions = dict(STAGE_FUNCTIONS)
+    if data_stage is not None:
+        name, prepare = data_stage
+        functions = {name: lambda c: prepare(c, args), **STAGE_FUNCTIONS}
+    parser = argparse.ArgumentParser(description=description or __doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser, recipe, tuple(functions))
+    if extra_arguments is not None:
+        extra_arguments(parser)
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args, recipe)
+    run_stages(cfg, [args.stage] if args.stage else list(functions), functions)
+    return cfg
+
+
+GENERIC = Recipe(name="generic", src="de", tgt="en", work_dir=Path("work"))
+
+if __name__ == "__main__":
+    main(GENERIC)

@@ -1,0 +1,228 @@
+"""Translation benchmark: the same small transformer with each output layer, side by side.
+
+On the offline LibreOffice help corpus (recipes/libreoffice_de_en), trains softmax, adaptive,
+mhp, mhe and mhs for the same number of updates and seed, decodes the test set with beam 5
+(mhe/mhp coarse-to-fine at the default G, and mhe also exhaustively), and reports per method:
+training target words/s, wall time, peak RSS, decoding sentences/s, output-layer parameters,
+sacreBLEU BLEU and chrF with signatures. Writes JSON, a markdown table and a PNG plot.
+
+    python scripts/bench_translation.py                       # defaults: 32k joint spm, ~1 hour on 2 cores
+    python scripts/bench_translation.py --quick               # a few minutes: 8k vocab, 40 updates, 300 test lines
+    python scripts/bench_translation.py --methods softmax mhe --max-update 600 --vocab-size 16000
+
+Runs unchanged on a GPU (auto-detected; --bf16 for bfloat16 training there).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from recipes import pipeline  # noqa: E402
+from recipes.commands import MODES, generate_command, train_command  # noqa: E402
+from recipes.libreoffice_de_en import run as libreoffice  # noqa: E402
+from recipes.vocab import load_segmenter  # noqa: E402
+
+DEFAULT_METHODS = ("softmax", "adaptive", "mhp", "mhe", "mhs")
+
+
+def run_measured(cmd: List[str], log: Path) -> Dict[str, float]:
+    """Run a console-script command, tee its output to `log`; wall seconds and peak RSS (MB)."""
+    print("+ " + " ".join(cmd), flush=True)
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    exe = shutil.which(cmd[0], path=search)
+    if exe is None:
+        raise FileNotFoundError(f"{cmd[0]} not found; run `make install` first")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with log.open("wb") as copy:
+        proc = subprocess.Popen([exe, *cmd[1:]], stdout=copy, stderr=subprocess.STDOUT)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}); end of {log}:\n{tail}")
+    return {"wall_s": time.perf_counter() - start, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def train_words_per_second(log: Path) -> Optional[float]:
+    """Median `wps` of fairseq's train_inner lines after the first (warm-up) interval."""
+    values = [float(v) for v in re.findall(r"train_inner .*?wps[= ]([\d.]+)", log.read_text(errors="replace"))]
+    values = values[1:] or values
+    return round(statistics.median(values), 1) if values else None
+
+
+def subset_test(cfg: pipeline.Config, lines: int) -> None:
+    """Keep the first `lines` test pairs (for --quick)."""
+    for lang in cfg.langs:
+        path = cfg.data / f"test.{lang}"
+        kept = pipeline.read_lines(path)[:lines]
+        pipeline.write_lines(path, kept)
+
+
+def decode(cfg: pipeline.Config, mode: str, run_dir: Path, topk: str) -> Dict[str, object]:
+    """fairseq-generate on the test set, desegment in order, score with sacreBLEU."""
+    out_dir = run_dir / f"gen-{topk}"
+    cmd = generate_command(cfg.bin, pipeline.checkpoint_path(replace(cfg, train=replace(cfg.train, mode=mode))),
+                           out_dir, mode, beam=cfg.beam, batch_size=cfg.batch_size, topk_groups=topk,
+                           cpu=cfg.train.cpu)
+    measured = run_measured(cmd, out_dir / "generate.log")
+    output = (out_dir / "generate-test.txt").read_text(encoding="utf-8")
+    expected = len(pipeline.read_lines(cfg.data / f"test.{cfg.src}"))
+    hyps = pipeline.ordered_hypotheses(output, expected)
+    segmenter = load_segmenter(cfg.segmenter_path(cfg.tgt))
+    pipeline.write_lines(out_dir / "hyp.txt", [segmenter.decode(h.split()) for h in hyps])
+    scores = pipeline.score_files(out_dir / "hyp.txt", cfg.data / f"test.{cfg.tgt}")
+    speed = re.search(r"\(([\d.]+) sentences/s", output + (out_dir / "generate.log").read_text(errors="replace"))
+    return {
+        "decode_sentences_per_s": float(speed.group(1)) if speed else None,
+        "decode_wall_s": round(measured["wall_s"], 1),
+        "decode_peak_rss_mb": round(measured["peak_rss_mb"], 1), **scores,
+    }
+
+
+def bench_method(cfg: pipeline.Config, mode: str, topk: str, exhaustive: bool) -> Dict[str, object]:
+    """Train one method from scratch, then decode and score; one record."""
+    method_cfg = replace(cfg, train=replace(cfg.train, mode=mode))
+    run_dir = method_cfg.run_dir
+    shutil.rmtree(run_dir, ignore_errors=True)
+    method_cfg.checkpoints.mkdir(parents=True)
+    cmd = train_command(cfg.bin, method_cfg.checkpoints, method_cfg.train, pipeline.target_vocab_size(cfg))
+    measured = run_measured(cmd, run_dir / "train.out")
+    stats = pipeline.parse_train_log(method_cfg.checkpoints / "train.log")
+    record: Dict[str, object] = {
+        "method": mode, "vocab": pipeline.target_vocab_size(cfg), "updates": stats.get("num_updates"),
+        "train_words_per_s": train_words_per_second(method_cfg.checkpoints / "train.log"),
+        "train_wall_s": round(measured["wall_s"], 1), "train_peak_rss_mb": round(measured["peak_rss_mb"], 1),
+        "valid_ppl": stats.get("valid_ppl"), "model_params": stats.get("model_params"),
+        "output_layer_params": pipeline.output_layer_params(pipeline.checkpoint_path(method_cfg)),
+    }
+    record.update(decode(cfg, mode, run_dir, topk if mode in ("mhe", "mhp") else "full"))
+    if exhaustive and mode == "mhe":
+        full = decode(cfg, mode, run_dir, "all")
+        record.update({f"exhaustive_{k}": v for k, v in full.items()
+                       if k in ("bleu", "chrf", "decode_sentences_per_s")})
+    print(json.dumps(record), flush=True)
+    return record
+
+
+def markdown_table(records: Sequence[Dict[str, object]]) -> str:
+    cols = [("method", "method"), ("train_words_per_s", "train words/s"), ("train_wall_s", "train wall s"),
+            ("train_peak_rss_mb", "peak RSS MB"), ("decode_sentences_per_s", "decode sent/s"),
+            ("output_layer_params", "output-layer params"), ("valid_ppl", "valid ppl"),
+            ("bleu", "BLEU"), ("chrf", "chrF"), ("exhaustive_bleu", "BLEU exhaustive")]
+    lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for r in records:
+        lines.append("| " + " | ".join("" if r.get(k) is None else f"{r[k]:,}" if isinstance(r.get(k), int)
+                                       else str(r[k]) for k, _ in cols) + " |")
+    sig = next((r for r in records if "bleu_signature" in r), None)
+    if sig:
+        lines += ["", f"BLEU signature: `{sig['bleu_signature']}`; chrF signature: `{sig['chrf_signature']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(records: Sequence[Dict[str, object]], layer_json: Optional[Path], path: Path) -> None:
+    """Left: training words/s vs BLEU per method. Right: output-layer train ms vs V (if given)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layer = json.loads(layer_json.read_text()) if layer_json and layer_json.exists() else None
+    fig, axes = plt.subplots(1, 2 if layer else 1, figsize=(11 if layer else 6, 4.2))
+    axes = list(axes) if layer else [axes]
+    ax = axes[0]
+    for r in records:
+        ax.scatter(r["train_words_per_s"], r["bleu"], s=60)
+        ax.annotate(r["method"], (r["train_words_per_s"], r["bleu"]), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("training target words/s")
+    ax.set_ylabel("test BLEU")
+    ax.set_title(f"same model, {records[0]['updates']} updates, V={records[0]['vocab']}")
+    ax.grid(alpha=0.3)
+    if layer:
+        ax = axes[1]
+        for method in sorted({r["method"] for r in layer}):
+            pts = sorted((r["vocab"], r["train_ms"]) for r in layer if r["method"] == method)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("target vocabulary V")
+        ax.set_ylabel("output layer fwd+bwd ms (2048 tokens)")
+        ax.legend()
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=REPO / "recipes" / "libreoffice_de_en" / "work")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=MODES)
+    parser.add_argument("--vocab-size", type=int, default=32000, help="joint sentencepiece vocabulary")
+    parser.add_argument("--max-update", type=int, default=300, help="updates per method")
+    parser.add_argument("--warmup-updates", type=int, default=150)
+    parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--topk-groups", default="8", help="coarse-to-fine G for mhe/mhp")
+    parser.add_argument("--no-exhaustive", action="store_true", help="skip mhe's exhaustive decode")
+    parser.add_argument("--test-lines", type=int, help="decode only the first N test pairs")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 training (GPU)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few minutes: 8k vocab, 40 updates, 300 test lines, own work dir")
+    parser.add_argument("--layer-json", type=Path, help="bench_output_layer.py JSON for the plot's 2nd panel")
+    parser.add_argument("--out", type=Path, default=REPO / "bench_out", help="where JSON/markdown/PNG go")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.vocab_size, args.max_update, args.warmup_updates = 8000, 40, 20
+        args.test_lines = args.test_lines or 300
+    argv_recipe = ["--work-dir", str(args.work_dir), "--vocab-size", str(args.vocab_size),
+                   "--max-update", str(args.max_update), "--warmup-updates", str(args.warmup_updates),
+                   "--max-tokens", str(args.max_tokens), "--seed", str(args.seed), "--train-minutes", "0",
+                   "--log-format", "simple"]
+    parser_recipe = argparse.ArgumentParser()
+    pipeline.add_arguments(parser_recipe, libreoffice.RECIPE, ("extract",) + pipeline.STAGES)
+    libreoffice.add_extract_arguments(parser_recipe)
+    recipe_args = parser_recipe.parse_args(argv_recipe)
+    cfg = pipeline.config_from_args(recipe_args, libreoffice.RECIPE)
+    if args.bf16:
+        cfg = replace(cfg, train=replace(cfg.train, model_args=(*cfg.train.model_args, "--bf16")))
+    libreoffice.stage_extract(cfg, recipe_args)
+    # own work dir (never touches the recipe's runs); the recipe's data, optionally a test subset
+    cfg = replace(cfg, work_dir=cfg.work_dir / ("bench" + (f"-test{args.test_lines}" if args.test_lines else "")))
+    if not (cfg.data / f"test.{cfg.src}").exists():
+        shutil.copytree(args.work_dir / "data", cfg.data)
+        if args.test_lines:
+            subset_test(cfg, args.test_lines)
+    pipeline.stage_spm(cfg)
+    pipeline.stage_binarize(cfg)
+    records = [bench_method(cfg, mode, args.topk_groups, not args.no_exhaustive) for mode in args.methods]
+    softmax = next((r for r in records if r["method"] == "softmax"), None)
+    for r in records:
+        if softmax and r["train_words_per_s"] and softmax["train_words_per_s"]:
+            r["train_speedup_vs_softmax"] = round(r["train_words_per_s"] / softmax["train_words_per_s"], 2)
+            r["bleu_minus_softmax"] = round(r["bleu"] - softmax["bleu"], 2)
+    args.out.mkdir(parents=True, exist_ok=True)
+    tag = f"translation_V{args.vocab_size}_u{args.max_update}"
+    (args.out / f"{tag}.json").write_text(json.dumps(records, indent=2) + "\n")
+    table = markdown_table(records)
+    (args.out / f"{tag}.md").write_text(table)
+    plot(records, args.layer_json, args.out / f"{tag}.png")
+    print(table)
+    print(f"wrote {args.out / tag}.json, .md, .png")
+    return records
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Shared recipe pipeline: command builders, segmenters, one tiny end-to-end run, dry runs.
+
+The end-to-end test trains a tiny transformer for a few updates on a few hundred generated
+sentence pairs, then decodes and scores the test set; ``MODES`` lists the output layers it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recipes import pipeline  # noqa: E402
+from recipes.commands import (  # noqa: E402
+    USER_DIR, TrainSettings, adaptive_cutoffs, generate_command, mhce_arch, train_command,
+)
+from recipes.iwslt14_de_en import run as iwslt14  # noqa: E402
+from recipes.libreoffice_de_en import run as libreoffice  # noqa: E402
+from recipes.vocab import WordLevel  # noqa: E402
+from recipes.wmt14_en_de import run as wmt14  # noqa: E402
+
+MODES = ["mhe", "softmax"]
+
+TINY_MODEL = (
+    "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
+    "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2", "--dropout", "0.1",
+    "--optimizer", "adam", "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt",
+)
+
+WORDS = {"Datei": "file", "Tabelle": "table", "Zelle": "cell", "Seite": "page", "Bild": "image",
+         "Formel": "formula", "Spalte": "column", "Zeile": "row", "Vorlage": "template", "Folie": "slide"}
+ACTIONS = {"Öffnen Sie": "Open", "Löschen Sie": "Delete", "Kopieren Sie": "Copy", "Speichern Sie": "Save",
+           "Wählen Sie": "Select", "Drucken Sie": "Print"}
+
+
+def synthetic_pairs(count: int, seed: int) -> list[tuple[str, str]]:
+    """German-English pairs such as ("Öffnen Sie die Datei und die Zelle.", "Open the file and the cell.")."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(count):
+        (de_verb, en_verb), (de1, en1), (de2, en2) = (rng.choice(list(ACTIONS.items())),
+                                                       *rng.sample(list(WORDS.items()), 2))
+        pairs.append((f"{de_verb} die {de1} und die {de2}.", f"{en_verb} the {en1} and the {en2}."))
+    return pairs
+
+
+def write_data(work: Path) -> None:
+    """train/valid/test.{de,en} with 400/30/40 pairs."""
+    data = work / "data"
+    data.mkdir(parents=True)
+    for split, count, seed in (("train", 400, 1), ("valid", 30, 2), ("test", 40, 3)):
+        pairs = synthetic_pairs(count, seed)
+        (data / f"{split}.de").write_text("".join(de + "\n" for de, _ in pairs), encoding="utf-8")
+        (data / f"{split}.en").write_text("".join(en + "\n" for _, en in pairs), encoding="utf-8")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pipeline_end_to_end(tmp_path: Path, mode: str, capfd: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "work"
+    write_data(work)
+    recipe = pipeline.Recipe(name="tiny", src="de", tgt="en", work_dir=work, model_args=TINY_MODEL,
+                             vocab_size=120, warmup_updates=5, max_tokens=2048)
+    argv = ["--mode", mode, "--max-update", "6", "--workers", "1", "--log-format", "simple"]
+    cfg = pipeline.main(recipe, argv)
+
+    assert "+ fairseq-train" in capfd.readouterr().out
+    hyps = pipeline.read_lines(cfg.run_dir / "gen" / "hyp.txt")
+    assert len(hyps) == 40
+    train = json.loads((cfg.run_dir / "train.json").read_text())
+    assert train["num_updates"] == 6 and train["model_params"] > 0
+    score = json.loads((cfg.run_dir / "score.json").read_text())
+    assert score["sentences"] == 40 and score["bleu_signature"].startswith("nrefs:1")
+    assert 0 <= score["bleu"] <= 100 and 0 <= score["chrf"] <= 100
+    summary = json.loads((cfg.run_dir / "summary.json").read_text())
+    assert summary["data_pairs"] == {"train": 400, "valid": 30, "test": 40}
+    assert summary["mode"] == mode and summary["output_layer_params"] > 0
+    assert summary["decode_sentences_per_s"] > 0
+
+    pipeline.main(recipe, argv)  # every stage's outputs exist now: nothing runs again
+    out = capfd.readouterr().out
+    assert "+ fairseq" not in out and out.count("outputs exist, skipping") == len(pipeline.STAGES)
+
+    (cfg.run_dir / "gen" / "hyp.txt").touch()  # newer hypotheses: only score and summary are redone
+    pipeline.main(recipe, argv)
+    out = capfd.readouterr().out
+    assert "+ fairseq" not in out and out.count("inputs changed since the last run") == 2
+
+
+def test_ordered_hypotheses_restores_order_and_counts() -> None:
+    output = "S-1\tb\nH-1\t-0.1\tsecond\nH-0\t-0.2\tfirst\nD-0\t-0.2\tfirst\n"
+    assert pipeline.ordered_hypotheses(output, 2) == ["first", "second"]
+    with pytest.raises(RuntimeError, match="missing ids \\[2\\]"):
+        pipeline.ordered_hypotheses(output, 3)
+
+
+def test_word_level_round_trip() -> None:
+    segmenter = WordLevel()
+    line = "Wählen Sie Format - Zellen... (Strg+1), dann „OK“."
+    encoded = segmenter.encode([line])[0]
+    assert "Zellen" in encoded.split() and "\uffed..." not in encoded
+    assert segmenter.decode(encoded.split()) == line
+
+
+def test_train_commands_per_mode() -> None:
+    settings = TrainSettings(mode="mhe", model_args=pipeline.CPU_MODEL_ARGS, max_update=100)
+    mhe = train_command(Path("/b"), Path("/c"), settings, 16000)
+    assert mhe[:14] == ["fairseq-train", "/b", "--user-dir", str(USER_DIR), "--task", "translation_mhce",
+                        "--arch", "transformer_mhce", "--mhce-mode", "mhe", "--criterion",
+                        "mhce_cross_entropy", "--label-smoothing", "0.1"]
+    assert "--share-decoder-input-output-embed" not in mhe and "--cpu" in mhe
+    softmax_settings = TrainSettings(mode="softmax", softmax_args=("--share",))
+    softmax = train_command(Path("/b"), Path("/c"), softmax_settings, 16000)
+    assert ["--arch", "transformer", "--criterion", "label_smoothed_cross_entropy"] == softmax[6:10]
+    assert "--share" in softmax and "--user-dir" in softmax
+    adaptive = train_command(Path("/b"), Path("/c"), TrainSettings(mode="adaptive"), 16000)
+    assert adaptive[adaptive.index("--adaptive-softmax-cutoff") + 1] == "4000,8000"
+    assert adaptive[adaptive.index("--criterion") + 1] == "adaptive_loss"
+    assert adaptive_cutoffs(32004) == "8000,16000"
+    assert mhce_arch("transformer_wmt_en_de") == "transformer_mhce_wmt_en_de"
+
+
+def test_generate_commands_per_mode() -> None:
+    mhp = generate_command(Path("/b"), Path("/c.pt"), Path("/g"), "mhp", topk_groups=4)
+    assert mhp[4:8] == ["--task", "translation_mhce", "--mhe-topk-groups", "4"]
+    for mode in ("mhs", "softmax", "adaptive"):
+        assert generate_command(Path("/b"), Path("/c.pt"), Path("/g"), mode)[4:6] == ["--task", "translation"]
+    assert generate_command(Path("/b"), Path("/c.pt"), Path("/g"), "softmax")[-11:] == [
+        "--beam", "5", "--batch-size", "64", "--max-len-a", "1.2", "--max-len-b", "10", "--results-path", "/g",
+        "--cpu"]
+
+
+@pytest.mark.parametrize(
+    ("recipe", "expected"),
+    [
+        (iwslt14, ["+ download http://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz",
+                   "--arch transformer_mhce_iwslt_de_en --mhce-mode mhe", "--lr 5e-4",
+                   "--warmup-updates 4000", "--dropout 0.3", "--joined-dictionary",
+                   "--task translation_mhce --mhe-topk-groups 8"]),
+        (wmt14, ["+ download http://statmt.org/wmt14/test-full.tgz",
+                 "+ download http://data.statmt.org/wmt17/translation-task/training-parallel-nc-v12.tgz",
+                 "--arch transformer_mhce_wmt_en_de --mhce-mode mhe", "--source-lang en --target-lang de",
+                 "--warmup-init-lr 1e-07", "--max-tokens 3584"]),
+        (libreoffice, ["+ apt-get download libreoffice-help-de libreoffice-help-en-us libreoffice-l10n-de",
+                       "--arch transformer_mhce --mhce-mode mhe", "--encoder-embed-dim 256",
+                       "--stop-time-hours 0.3333"]),
+    ],
+)
+def test_dry_run_prints_every_command(recipe, expected: list[str], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "work"
+    recipe.main(["--dry-run", "--work-dir", str(work)])
+    out = capsys.readouterr().out
+    for command in ("+ fairseq-preprocess", "+ fairseq-train", "+ fairseq-generate"):
+        assert out.count(command) == 1
+    for fragment in expected:
+        assert fragment in out
+    assert not work.exists()
+
+
+def test_dry_run_softmax_baselines_share_embeddings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    wmt14.main(["--dry-run", "--mode", "softmax", "--work-dir", str(tmp_path / "w"), "--icml17"])
+    out = capsys.readouterr().out
+    assert "--arch transformer_wmt_en_de" in out and "--share-all-embeddings" in out
+    assert "training-parallel-nc-v9.tgz" in out and "nc-v12" not in out

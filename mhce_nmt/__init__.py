@@ -2,21 +2,25 @@
 
 Importing the package (e.g. `--user-dir mhce_nmt`) registers the model `transformer_mhce` and its
 variants, the criterion `mhce_cross_entropy` and the task `translation_mhce`, and applies the
-fixes in `mhce_nmt.compat` (checkpoint loading on torch >= 2.6, no dropped batches). The math
-lives in `mhce_nmt.codec` and `mhce_nmt.output` (plain torch; usable without fairseq).
+fixes in `mhce_nmt.compat` (checkpoint loading on torch >= 2.6, no dropped batches, DDP on CPU);
+its configuration errors reach the user as one line (`mhce_nmt.errors`). The math lives in
+`mhce_nmt.codec` and `mhce_nmt.output` (plain torch; usable without fairseq).
 """
 from .compat import allow_fairseq_checkpoints
+from .errors import install_excepthook
 
 allow_fairseq_checkpoints()
+install_excepthook()  # bad options / mismatched checkpoints: one line, not a traceback
 
 try:
     import fairseq  # noqa: F401
 except ImportError:  # plain-torch use of codec/output without fairseq installed
     pass
 else:
-    from .compat import patch_fairseq_batching
+    from .compat import patch_fairseq_batching, patch_fairseq_cpu_ddp
 
     patch_fairseq_batching()
+    patch_fairseq_cpu_ddp()
     from . import criterion, model, task  # noqa: F401  (registers with fairseq)
 
 __version__ = "0.1.0"

@@ -6,6 +6,10 @@
 2. fairseq-fixed's compiled batch_by_size drops the tail of the last bucket when
    required_batch_size_multiple > 1 (fairseq-generate silently skipped the longest test
    sentences). We append the dropped indices as extra batches, so count in == count out.
+3. fairseq wraps the model in torch's DistributedDataParallel with device_ids=[device_id] even
+   with --cpu, which torch rejects for CPU modules: `fairseq-train --cpu --distributed-world-size
+   2 --distributed-backend gloo` (default --ddp-backend pytorch_ddp) failed before the first
+   update. We pass device_ids/output_device only for GPU modules.
 """
 import argparse
 import functools
@@ -59,3 +63,22 @@ def patch_fairseq_batching() -> None:
     from fairseq.data import data_utils
 
     data_utils.batch_by_size = complete_batches(data_utils.batch_by_size)
+
+
+def patch_fairseq_cpu_ddp() -> None:
+    """Make fairseq's pytorch_ddp wrapper accept CPU modules (see 3. above)."""
+    from fairseq.models import distributed_fairseq_model as dfm
+
+    base = dfm.DistributedDataParallel
+    if getattr(base, "_mhce_cpu_ok", False):
+        return
+
+    class DistributedDataParallel(base):  # same name: fairseq's isinstance checks still hold
+        _mhce_cpu_ok = True
+
+        def __init__(self, module, device_ids=None, output_device=None, *args, **kwargs):
+            if device_ids is not None and all(p.device.type == "cpu" for p in module.parameters()):
+                device_ids = output_device = None  # torch: CPU modules take neither
+            super().__init__(module, device_ids, output_device, *args, **kwargs)
+
+    dfm.DistributedDataParallel = DistributedDataParallel

@@ -25,6 +25,18 @@ class MHCECrossEntropyConfig(FairseqDataclass):
     sentence_avg: bool = II("optimization.sentence_avg")
 
 
+def configured_model_class(cfg):
+    """The model class of the run `cfg` (the criterion's config node) belongs to, if known."""
+    try:
+        model_cfg = cfg._get_root().get("model")  # fairseq-train: the root config's model node
+        name = getattr(model_cfg, "_name", None) or getattr(model_cfg, "arch", None)
+    except Exception:  # a plain dataclass / dict config (in-process use): nothing to check
+        return None
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    return ARCH_MODEL_REGISTRY.get(name) if isinstance(name, str) else None
+
+
 def output_layer_of(model) -> FactoredOutput:
     """The model's factored output layer, or a clear error for a stock model."""
     layer = getattr(getattr(model, "decoder", None), "output_projection", None)
@@ -46,6 +58,14 @@ class MHCECrossEntropyCriterion(FairseqCriterion):
             raise MHCEConfigError(f"--label-smoothing {label_smoothing} must be in [0, 1).")
         self.eps = label_smoothing
         self.sentence_avg = sentence_avg
+
+    @classmethod
+    def build_criterion(cls, cfg, task):
+        """Reject a stock fairseq model before any data is loaded (forward checks the rest)."""
+        model_cls = configured_model_class(cfg)
+        if model_cls is not None and model_cls.__module__.startswith("fairseq."):
+            output_layer_of(None)  # raises: fairseq's own models have no factored output
+        return super().build_criterion(cfg, task)
 
     def forward(self, model, sample, reduce: bool = True):
         layer = output_layer_of(model)

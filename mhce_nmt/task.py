@@ -64,6 +64,10 @@ class TranslationMHCETask(TranslationTask):
 
     cfg: TranslationMHCEConfig
 
+    def __init__(self, cfg: TranslationMHCEConfig, src_dict, tgt_dict):
+        parse_topk_groups(cfg.mhe_topk_groups)  # malformed values fail before any model is loaded
+        super().__init__(cfg, src_dict, tgt_dict)
+
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                         prefix_allowed_tokens_fn=None):
         layers = coarse_to_fine_layers(models)

@@ -83,3 +83,25 @@ def bleu(output: str) -> float:
     match = re.search(r"BLEU4 = ([0-9.]+)", output)
     assert match, output[-2000:]
     return float(match.group(1))
+
+
+def build_in_process(data: Path, extra: Sequence[str] = (), arch: str = "transformer_mhce_tiny"):
+    """(task, model, criterion, sample) built like fairseq-train would, in this process; the
+    sample is the first batch of the valid split."""
+    import mhce_nmt  # noqa: F401  (registers the model, criterion and task)
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [
+        str(data), "--task", "translation_mhce", "--arch", arch,
+        "--criterion", "mhce_cross_entropy", "--label-smoothing", "0.1", "--cpu", "--seed", "1",
+        "--max-tokens", "3000", *map(str, extra)])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    criterion = task.build_criterion(cfg.criterion)
+    task.load_dataset("valid")
+    batches = task.get_batch_iterator(dataset=task.dataset("valid"), max_tokens=3000,
+                                      seed=1).next_epoch_itr(shuffle=False)
+    return task, model, criterion, next(iter(batches))

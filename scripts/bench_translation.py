@@ -6,8 +6,8 @@ mhp, mhe and mhs for the same number of updates and seed, decodes the test set w
 training target words/s, wall time, peak RSS, decoding sentences/s, output-layer parameters,
 sacreBLEU BLEU and chrF with signatures. Writes JSON, a markdown table and a PNG plot.
 
-    python scripts/bench_translation.py                       # defaults: 32k joint spm, ~1 hour on 2 cores
-    python scripts/bench_translation.py --quick               # a few minutes: 8k vocab, 40 updates, 300 test lines
+    python scripts/bench_translation.py            # defaults: 32k joint spm, 250 updates, 1000 test lines
+    python scripts/bench_translation.py --quick    # a few minutes: 8k vocab, 40 updates, 300 test lines
     python scripts/bench_translation.py --methods softmax mhe --max-update 600 --vocab-size 16000
 
 Runs unchanged on a GPU (auto-detected; --bf16 for bfloat16 training there).
@@ -171,22 +171,29 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     parser.add_argument("--work-dir", type=Path, default=REPO / "recipes" / "libreoffice_de_en" / "work")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=MODES)
     parser.add_argument("--vocab-size", type=int, default=32000, help="joint sentencepiece vocabulary")
-    parser.add_argument("--max-update", type=int, default=300, help="updates per method")
-    parser.add_argument("--warmup-updates", type=int, default=150)
+    parser.add_argument("--max-update", type=int, default=250, help="updates per method")
+    parser.add_argument("--warmup-updates", type=int, default=125)
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--topk-groups", default="8", help="coarse-to-fine G for mhe/mhp")
     parser.add_argument("--no-exhaustive", action="store_true", help="skip mhe's exhaustive decode")
-    parser.add_argument("--test-lines", type=int, help="decode only the first N test pairs")
+    parser.add_argument("--test-lines", type=int, default=1000, help="decode the first N test pairs (0 = all)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 training (GPU)")
     parser.add_argument("--quick", action="store_true",
                         help="a few minutes: 8k vocab, 40 updates, 300 test lines, own work dir")
     parser.add_argument("--layer-json", type=Path, help="bench_output_layer.py JSON for the plot's 2nd panel")
     parser.add_argument("--out", type=Path, default=REPO / "bench_out", help="where JSON/markdown/PNG go")
+    parser.add_argument("--plot-only", type=Path, metavar="JSON",
+                        help="redraw the PNG (and markdown) from an earlier run's JSON, train nothing")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        records = json.loads(args.plot_only.read_text())
+        args.plot_only.with_suffix(".md").write_text(markdown_table(records))
+        plot(records, args.layer_json, args.plot_only.with_suffix(".png"))
+        return records
     if args.quick:
         args.vocab_size, args.max_update, args.warmup_updates = 8000, 40, 20
-        args.test_lines = args.test_lines or 300
+        args.test_lines = min(args.test_lines or 300, 300)
     argv_recipe = ["--work-dir", str(args.work_dir), "--vocab-size", str(args.vocab_size),
                    "--max-update", str(args.max_update), "--warmup-updates", str(args.warmup_updates),
                    "--max-tokens", str(args.max_tokens), "--seed", str(args.seed), "--train-minutes", "0",

@@ -1,0 +1,55 @@
+"""The translation benchmark's parsing, table and plot (the training runs live in scripts/)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import bench_translation as bench  # noqa: E402
+
+RECORDS = [
+    {"method": "softmax", "vocab": 27732, "updates": 40, "train_words_per_s": 1000.0, "train_wall_s": 90.0,
+     "train_peak_rss_mb": 1500.0, "decode_sentences_per_s": 20.0, "output_layer_params": 7_100_000,
+     "valid_ppl": 900.0, "bleu": 1.5, "chrf": 12.0, "bleu_signature": "nrefs:1|tok:13a", "chrf_signature": "nc:6"},
+    {"method": "mhe", "vocab": 27732, "updates": 40, "train_words_per_s": 2500.0, "train_wall_s": 40.0,
+     "train_peak_rss_mb": 900.0, "decode_sentences_per_s": 30.0, "output_layer_params": 7_200_000,
+     "valid_ppl": 800.0, "bleu": 1.7, "chrf": 12.5, "exhaustive_bleu": 1.7},
+]
+
+
+def test_words_per_second_is_the_median_after_warmup(tmp_path: Path):
+    log = tmp_path / "train.log"
+    log.write_text("\n".join(
+        f"2026 | INFO | train_inner | epoch 001: {i} / 9 loss=9.1, wps={w}, ups=0.3" for i, w in
+        enumerate([50.0, 1000.0, 1200.0, 1100.0])) + "\n")
+    assert bench.train_words_per_second(log) == 1100.0  # first interval (warm-up) left out
+
+
+def test_markdown_table_has_every_method_and_signatures():
+    table = bench.markdown_table(RECORDS)
+    lines = table.splitlines()
+    assert lines[0].startswith("| method | train words/s")
+    assert any(line.startswith("| softmax | 1000.0") for line in lines)
+    assert any(line.startswith("| mhe | 2500.0") and "7,200,000" in line for line in lines)
+    assert "nrefs:1|tok:13a" in table
+
+
+def test_plot_only_redraws_from_json(tmp_path: Path):
+    records = tmp_path / "run.json"
+    records.write_text(json.dumps(RECORDS))
+    layer = tmp_path / "layer.json"
+    layer.write_text(json.dumps([{"method": m, "vocab": v, "train_ms": t} for m, v, t in
+                                 [("softmax", 8192, 400.0), ("softmax", 32768, 1700.0),
+                                  ("mhe", 8192, 20.0), ("mhe", 32768, 40.0)]]))
+    bench.main(["--plot-only", str(records), "--layer-json", str(layer)])
+    png = records.with_suffix(".png")
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| mhe |" in records.with_suffix(".md").read_text()
+
+
+def test_rejects_unknown_methods():
+    with pytest.raises(SystemExit):
+        bench.main(["--methods", "bogus"])

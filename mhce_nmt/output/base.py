@@ -148,10 +148,11 @@ class CascadeOutput(FactoredOutput):
             width = parents.size(1)
             rows = torch.arange(n, device=x.device).repeat_interleave(width)
             lp = self.child_log_probs(state, level, rows, parents.reshape(-1))  # (N*W, K)
-            # children of a pruned-in invalid prefix (kept when g_h exceeds the valid prefixes)
-            # must be -inf, not NaN (a softmax over no valid class): topk ranks NaN first
-            lp = lp.masked_fill(~self.codec.child_valid(level, parents.reshape(-1)), float("-inf"))
             scores = (scores.unsqueeze(-1) + lp.view(n, width, k)).view(n, width * k)
+            # invalid children (codes >= V, and every child of a pruned-in invalid prefix, kept
+            # when g_h exceeds the valid prefixes) must be -inf, not NaN (a softmax over no valid
+            # class): topk ranks NaN first. `scores` is fresh, so this masks in place.
+            mask_invalid_children_(self.codec, scores.view(n * width, k), level, parents.reshape(-1))
             parents = (parents.unsqueeze(-1) * k + torch.arange(k, device=x.device)).view(n, width * k)
             if level < self.codec.num_heads:
                 g = min(keep[level - 1], width * k)
@@ -160,9 +161,9 @@ class CascadeOutput(FactoredOutput):
         correction = self.path_correction(state)
         if correction is not None:
             scores = scores + correction.unsqueeze(-1)
-        invalid = ~torch.isfinite(scores) | (parents >= self.codec.vocab_size)
-        scores = scores.masked_fill(invalid, float("-inf"))
-        ids = parents.clamp(max=self.codec.vocab_size - 1)
+        # codes >= V are -inf already (masked at the last level); NaN / +inf become -inf too
+        scores = scores.nan_to_num_(nan=float("-inf"), posinf=float("-inf"), neginf=float("-inf"))
+        ids = parents.clamp_(max=self.codec.vocab_size - 1)  # parents is a fresh tensor here
         return ids, scores
 
     def score(self, x: Tensor, ids: Tensor, temperature: float = 1.0) -> Tensor:
@@ -186,6 +187,26 @@ class CascadeOutput(FactoredOutput):
         if correction is not None:
             total = total + correction[rows]
         return total.view(n, c)
+
+
+def mask_invalid_children_(codec: LabelCodec, scores: Tensor, level: int, parents: Tensor) -> Tensor:
+    """scores (M, K_level) of the children of parents (M,): set invalid children to -inf in place.
+
+    Only parents p >= P_level // K_level can have an invalid child, so on CPU only their rows are
+    touched (one or a few rows instead of M x K); elsewhere a dense masked_fill_ (no host sync).
+    """
+    k = codec.head_sizes[level - 1]
+    full = codec.num_prefixes[level - 1] // k  # parents below this have K valid children
+    if scores.device.type != "cpu":
+        return scores.masked_fill_(~codec.child_valid(level, parents), float("-inf"))
+    bad = (parents >= full).nonzero().squeeze(1)
+    if bad.numel() == 0:
+        return scores
+    if bad.numel() * 4 > parents.numel():
+        return scores.masked_fill_(~codec.child_valid(level, parents), float("-inf"))
+    sub = scores.index_select(0, bad)
+    sub.masked_fill_(~codec.child_valid(level, parents.index_select(0, bad)), float("-inf"))
+    return scores.index_copy_(0, bad, sub)
 
 
 def at_least_fp32(t: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..codec import LabelCodec
-from .base import CascadeOutput, LevelScores, LossTerms, masked_log_softmax
+from .base import CascadeOutput, LevelScores, LossTerms, mask_invalid_children_, masked_log_softmax
 from .grouped import grouped_child_scores
 
 
@@ -73,35 +73,53 @@ class MHEOutput(CascadeOutput):
         self.register_buffer("codec_spec", torch.tensor(codec.spec()), persistent=True)
         self.register_buffer("level1_valid", codec.child_valid(1, torch.zeros((), dtype=torch.long)),
                              persistent=False)
+        # P_1 == K_1: every first digit is valid, so level 1 needs no mask (saves (N, K_1) work)
+        self._level1_all_valid = codec.num_prefixes[0] == codec.head_sizes[0]
 
-    def _children(self, level: int, z: Tensor, parents: Tensor) -> Tensor:
-        """z (M, e), parents (M,) -> (M, K_level) raw scores of each parent's children."""
+    def _level1_mask(self) -> Optional[Tensor]:
+        return None if self._level1_all_valid else self.level1_valid
+
+    def _children_valid(self, level: int, parents: Tensor) -> Optional[Tensor]:
+        """(M, K_level) validity of the children of parents (M,); None when all are valid.
+
+        Only parents >= P_level // K_level have invalid children; on CPU a max over the parents
+        (no host sync there) usually spares the (M, K) mask and the masked ops it costs later.
+        """
+        full = self.codec.num_prefixes[level - 1] // self.codec.head_sizes[level - 1]
+        if parents.device.type == "cpu" and (parents.numel() == 0 or int(parents.max()) < full):
+            return None
+        return self.codec.child_valid(level, parents)
+
+    def _children(self, level: int, z: Tensor, parents: Tensor, rows: Optional[Tensor] = None) -> Tensor:
+        """z (M, e) (or (N, e) and rows (M,)), parents (M,) -> (M, K_level) raw scores of each
+        parent's children."""
         parents = parents.clamp(max=self.codec.num_prefixes[level - 2] - 1)
         return grouped_child_scores(z, parents, self.embeddings[level - 2], self.biases[level - 2],
-                                    self.codec.head_sizes[level - 1])
+                                    self.codec.head_sizes[level - 1], rows)
 
     def loss_terms(self, x: Tensor, target: Tensor) -> LossTerms:
         """Teacher forcing: level h scores the children of the target's own prefix only."""
         self.check_input(x)
-        levels = [LevelScores(self.level1(x), self.codec.prefix(target, 1), self.level1_valid)]
+        levels = [LevelScores(self.level1(x), self.codec.prefix(target, 1), self._level1_mask())]
         for level in range(2, self.codec.num_heads + 1):
             parents = self.codec.prefix(target, level - 1)
             scores = self._children(level, self.projections[level - 2](x), parents)
             digit = self.codec.prefix(target, level) % self.codec.head_sizes[level - 1]
-            levels.append(LevelScores(scores, digit, self.codec.child_valid(level, parents)))
+            levels.append(LevelScores(scores, digit, self._children_valid(level, parents)))
         return LossTerms(levels=levels)
 
     def prepare(self, x: Tensor, temperature: float) -> _CascadeState:
-        lp1 = masked_log_softmax(self.level1(x), self.level1_valid, temperature)
+        lp1 = masked_log_softmax(self.level1(x), self._level1_mask(), temperature)
         states = [proj(x) for proj in self.projections]
         return _CascadeState(level1=lp1, states=states, temperature=temperature)
 
     def child_log_probs(self, state: _CascadeState, level: int, rows: Tensor, parents: Tensor) -> Tensor:
         if level == 1:
             return state.level1.index_select(0, rows)
-        z = state.states[level - 2].index_select(0, rows)
-        scores = self._children(level, z, parents)
-        return masked_log_softmax(scores, self.codec.child_valid(level, parents), state.temperature)
+        scores = self._children(level, state.states[level - 2], parents, rows)
+        # only the rows of a partial (or invalid) prefix have invalid children: mask just those
+        return masked_log_softmax(mask_invalid_children_(self.codec, scores, level, parents), None,
+                                  state.temperature)
 
     def full_log_probs(self, x: Tensor, temperature: float = 1.0) -> Tensor:
         """(N, V), level by level: joint_h = joint_{h-1} (x) log p(children), cut to P_h."""

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..codec import LabelCodec
-from .base import CascadeOutput, LevelScores, LossTerms, at_least_fp32
+from .base import CascadeOutput, LevelScores, LossTerms, mask_invalid_children_, at_least_fp32
 
 
 @dataclass
@@ -74,9 +74,8 @@ class MHPOutput(CascadeOutput):
 
     def child_log_probs(self, state: _HeadState, level: int, rows: Tensor, parents: Tensor) -> Tensor:
         """Head `level`'s log-probs for each row (independent of the parent), invalid codes -inf."""
-        lp = state.log_probs[level - 1].index_select(0, rows)
-        valid = self.codec.child_valid(level, parents)
-        return lp.masked_fill(~valid, float("-inf"))
+        lp = state.log_probs[level - 1].index_select(0, rows)  # a fresh copy: mask it in place
+        return mask_invalid_children_(self.codec, lp, level, parents)
 
     def path_correction(self, state: _HeadState) -> Optional[Tensor]:
         return None if state.log_z is None else -state.log_z

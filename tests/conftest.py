@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Callable, Dict
 
 import pytest
+import torch
 
 from toy import preprocess, run_cli, train_args, write_copy_corpus
 
@@ -15,6 +16,15 @@ MODEL_CONFIGS = {
     "mhp2": ["--mhce-mode", "mhp"],
     "mhs": ["--mhce-mode", "mhs", "--mhs-groups", "2"],
 }
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add latency (badly so on a busy 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -20,12 +20,7 @@ from mhce_nmt.output import factored_loss
 from test_output_layers import dense_from_candidates, make, ref_log_probs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @st.composite

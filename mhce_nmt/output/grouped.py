@@ -1,80 +1,21 @@
 """Scores of each row against the children of its own prefix, grouped by prefix.
 
 out[m, c] = <z[m], table[parents[m] * K + c]> (+ bias), for M rows. Rows are sorted by prefix
-and each distinct prefix costs one (rows_u x e) @ (e x K) matmul that reads its K table rows in
-place (a contiguous slice, no copy). A custom autograd function writes each group's weight
-gradient straight into its slice of one (R, e) gradient and only zeroes the rows of absent
-groups, so nothing of size (M x K x e), (groups x K x e) or a second (R, e) is ever allocated
-and autograd records one node instead of one per group.
+and each distinct prefix costs one (rows_u x e) @ (e x K) matmul (addmm with the bias) that reads
+its K table rows in place: a contiguous slice, never a gathered copy. A custom autograd function
+does the backward the same way: each group's weight gradient is written by one matmul straight
+into its slice of a single (R, e) gradient, and only the rows of absent groups are zeroed. So
+no (M x K x e) or (groups x K x e) tensor, no second (R, e) tensor and no per-group autograd
+node is ever made; the cost is the matmuls plus reading the touched table rows (twice) and
+writing the dense (R, e) gradient once.
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional
 
 import torch
 from torch import Tensor
-
-#: groups with at least this many rows run alone, on all of torch's threads (MKL parallelises
-#: a matmul that large); smaller ones are spread over threads, one group per task
-_BIG_GROUP_ROWS = 256
-_pool: Optional[ThreadPoolExecutor] = None
-
-
-def _reset_pool() -> None:
-    global _pool
-    _pool = None  # a forked child has none of the parent's worker threads
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_pool)
-
-
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None or _pool._max_workers != workers:
-        if _pool is not None:
-            _pool.shutdown(wait=False)
-        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mhce-grouped")
-    return _pool
-
-
-def _run_serial(fn: Callable[[int], None], items: Sequence[int]) -> None:
-    with torch.no_grad():  # grad mode is per thread; the work uses out= and needs no graph
-        for i in items:
-            fn(i)
-
-
-def _for_each_group(fn: Callable[[int], None], sizes: Sequence[int], device: torch.device) -> None:
-    """fn(i) for every group i (sizes[i] rows each), writing disjoint outputs.
-
-    A matmul of a few rows is too small for MKL to use more than one thread, so on CPU with
-    torch.get_num_threads() > 1 the small groups are split into that many contiguous runs of
-    about equal rows and run concurrently (torch releases the GIL inside each matmul). Groups of
-    >= _BIG_GROUP_ROWS rows run first on the calling thread with torch's own parallelism.
-    Results do not depend on the split: every group is computed the same way.
-    """
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads < 2 or len(sizes) < 4 * threads:
-        _run_serial(fn, range(len(sizes)))
-        return
-    big = [i for i, n in enumerate(sizes) if n >= _BIG_GROUP_ROWS]
-    small = [i for i, n in enumerate(sizes) if n < _BIG_GROUP_ROWS]
-    _run_serial(fn, big)
-    cost = [sizes[i] + 8 for i in small]  # + a per-call overhead in row equivalents
-    total, chunks, current, acc = sum(cost), [], [], 0
-    for i, c in zip(small, cost):
-        current.append(i)
-        acc += c
-        if acc >= total * (len(chunks) + 1) / threads and len(chunks) < threads - 1:
-            chunks.append(current)
-            current = []
-    chunks.append(current)
-    futures = [_thread_pool(threads - 1).submit(_run_serial, fn, chunk) for chunk in chunks[1:]]
-    _run_serial(fn, chunks[0])
-    for f in futures:
-        f.result()
+from torch.autograd.function import once_differentiable
 
 
 def _new_weight_grad(table: Tensor) -> Tensor:
@@ -124,8 +65,7 @@ class _GroupedChildScores(torch.autograd.Function):
         biases = None if bias is None else plan.whole_groups(bias)
         z_chunks, out_chunks = zs.split(plan.sizes), out_sorted.split(plan.sizes)
 
-        def group(i: int) -> None:
-            parent = plan.parents[i]
+        for parent, z_g, out_g in zip(plan.parents, z_chunks, out_chunks):
             if parent < plan.full:
                 w = weights[parent]
                 b = None if biases is None else biases[parent]
@@ -134,11 +74,9 @@ class _GroupedChildScores(torch.autograd.Function):
                 w = table.index_select(0, idx)
                 b = None if bias is None else bias.index_select(0, idx)
             if b is None:
-                torch.mm(z_chunks[i], w.t(), out=out_chunks[i])
+                torch.mm(z_g, w.t(), out=out_g)
             else:
-                torch.addmm(b, z_chunks[i], w.t(), out=out_chunks[i])
-
-        _for_each_group(group, plan.sizes, z.device)
+                torch.addmm(b, z_g, w.t(), out=out_g)
         ctx.plan = plan
         ctx.z_rows = z.size(0)
         ctx.has_bias = bias is not None
@@ -147,6 +85,7 @@ class _GroupedChildScores(torch.autograd.Function):
         return out_sorted.index_select(0, plan.inverse)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: Tensor):
         zs, table, src = ctx.saved_tensors
         plan: _Plan = ctx.plan
@@ -172,23 +111,16 @@ class _GroupedChildScores(torch.autograd.Function):
         go_chunks = go.split(plan.sizes)
         zs_chunks = zs.split(plan.sizes)
         gzs_chunks = grad_zs.split(plan.sizes) if need_z else [None] * len(plan.sizes)
-        partial = []  # the clamped group's weight gradient, added after the parallel part
-
-        def group(i: int) -> None:
-            parent, go_g, z_g = plan.parents[i], go_chunks[i], zs_chunks[i]
+        for parent, go_g, z_g, gz_g in zip(plan.parents, go_chunks, zs_chunks, gzs_chunks):
             idx = None if parent < plan.full else plan.partial_rows(parent, zs.device)
             if need_z:
                 w = weights[parent] if idx is None else table.index_select(0, idx)
-                torch.mm(go_g, w, out=gzs_chunks[i])
+                torch.mm(go_g, w, out=gz_g)
             if need_table:
                 if idx is None:
                     torch.mm(go_g.t(), z_g, out=grad_groups[parent])
-                else:
-                    partial.append((idx, go_g.t() @ z_g))
-
-        _for_each_group(group, plan.sizes, zs.device)
-        for idx, g in partial:  # clamped rows repeat: accumulate like index_select's backward
-            grad_table.index_add_(0, idx, g)
+                else:  # clamped rows repeat: accumulate like index_select's backward
+                    grad_table.index_add_(0, idx, go_g.t() @ z_g)
         if need_z:
             if not ctx.rows_given:  # src is a permutation of z's rows
                 grad_z = grad_zs.index_select(0, plan.inverse)

@@ -52,8 +52,11 @@ What bounds each ratio (N tokens, H hypotheses, d = e = 512, 2 heads K_1 x K_2 ~
     plus a gather of the weight rows. Its decoding is the full softmax.
   - adaptive: head of V/16 words + 2 cluster logits, tails V/16..V/4 (dim d/4) and V/4..V
     (dim d/16); with Zipf targets ~75% of tokens stop at the head.
-On a shared machine, timings at --threads 2 suffer whenever another process takes a core (each
-parallel region waits for its slowest thread); compare the min columns, or rerun when idle.
+On a shared machine, timings with several threads fall apart whenever another process takes a
+core: every parallel region (one per small matmul or elementwise op) then waits for a descheduled
+thread, which costs the many-small-ops layers (mhp, mhe) far more than softmax's few huge
+matmuls. The table prints the 1-minute load average; if it exceeds the idle CPUs, compare the
+min columns, rerun when idle, or use --threads 1.
 
 Usage:
     python scripts/bench_output_layer.py                       # V = 8192 32768 131072, table
@@ -402,6 +405,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _loadavg() -> Optional[float]:
+    """1-minute load average (other processes competing for the CPUs), None where unknown."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
 def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -450,7 +461,9 @@ def main(argv=None) -> int:
           flush=True)
     records: List[dict] = []
     for vocab in args.vocab_sizes:
+        load_start = _loadavg()
         times = time_vocab(vocab, args.methods, args, device, dtype)
+        load_end = _loadavg()
         mem = measure_memory(vocab, args.methods, args, device, dtype)
         base = times["softmax"]
         for m in args.methods:
@@ -469,12 +482,15 @@ def main(argv=None) -> int:
                 "train_ms_all": t["train_ms_all"], "decode_ms_all": t["decode_ms_all"],
                 "tokens": args.tokens, "dim": args.dim, "hyps": args.hyps, "beam": args.beam,
                 "device": str(device), "dtype": args.dtype, "threads": torch.get_num_threads(),
+                "loadavg_1min": [load_start, load_end],
             }
             for key in ("heads", "adaptive_cutoffs"):
                 if key in t:
                     rec[key] = t[key]
             records.append(rec)
         print(format_table([r for r in records if r["vocab"] == vocab]), flush=True)
+        print(f"# 1-min load average before / after the timings: {load_start} / {load_end} "
+              f"on {os.cpu_count()} CPUs", flush=True)
     if len(args.vocab_sizes) > 1:
         print("\n" + format_table(records))
     if args.json:

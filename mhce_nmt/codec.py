@@ -12,8 +12,10 @@ from typing import Iterable, List, Optional, Sequence, Union
 
 import torch
 
+from .errors import MHCEConfigError
 
-class CodecError(ValueError):
+
+class CodecError(MHCEConfigError):
     """Bad codec configuration; the message names the problem and the fix."""
 
 

@@ -7,24 +7,19 @@ every other exception goes to the previous hook unchanged.
 import os
 import sys
 
-from .codec import CodecError
-
 
 class MHCEConfigError(ValueError):
     """A configuration problem; the message names the problem and the fix."""
 
 
-USER_ERRORS = (MHCEConfigError, CodecError)
-
-
 def install_excepthook() -> None:
-    """Print uncaught MHCEConfigError / CodecError as one line (exit status stays 1)."""
+    """Print an uncaught MHCEConfigError (CodecError included) as one line (exit status stays 1)."""
     previous = sys.excepthook
     if getattr(previous, "_mhce_hook", False):
         return
 
     def hook(exc_type, exc, tb):
-        if issubclass(exc_type, USER_ERRORS) and not os.environ.get("MHCE_TRACEBACK"):
+        if issubclass(exc_type, MHCEConfigError) and not os.environ.get("MHCE_TRACEBACK"):
             sys.stderr.flush()
             sys.stderr.write(f"mhce_nmt: {exc}\n")
             sys.stderr.flush()

@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 from fairseq.sequence_generator import EnsembleModel, SequenceGenerator
 
-from .errors import MHCEConfigError
 from .output import FactoredOutput
 
 
@@ -80,10 +79,7 @@ class MHCESequenceGenerator(SequenceGenerator):
     def __init__(self, models, tgt_dict, topk_groups: Optional[Sequence[int]] = None, **kwargs):
         ensemble = CoarseToFineEnsemble(models, topk_groups, tgt_dict.eos())
         for layer in ensemble.layers():
-            try:
-                layer.resolve_topk(topk_groups)  # clear error for out-of-range values
-            except ValueError as err:
-                raise MHCEConfigError(str(err)) from None
+            layer.resolve_topk(topk_groups)  # clear error for out-of-range values
         super().__init__(ensemble, tgt_dict, **kwargs)
 
     def _prefix_tokens(self, step: int, lprobs, scores, tokens, prefix_tokens, beam_size: int):

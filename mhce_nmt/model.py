@@ -16,7 +16,7 @@ from fairseq.models.transformer.transformer_legacy import (
     transformer_wmt_en_de,
 )
 
-from .codec import CodecError, LabelCodec
+from .codec import LabelCodec
 from .errors import MHCEConfigError
 from .output import MODES, FactoredOutput, build_output_layer
 
@@ -35,11 +35,8 @@ def codec_from_args(args: Any, vocab_size: int) -> LabelCodec:
             f"{args.mhce_heads}, but the target dictionary given has {vocab_size}: load it with the "
             "same data-bin (dict.<tgt>.txt) it was trained on."
         )
-    try:
-        return LabelCodec.build(vocab_size, getattr(args, "mhce_heads", None),
-                                int(getattr(args, "mhce_num_heads", 2)))
-    except CodecError as err:
-        raise MHCEConfigError(str(err)) from None
+    return LabelCodec.build(vocab_size, getattr(args, "mhce_heads", None),
+                            int(getattr(args, "mhce_num_heads", 2)))
 
 
 def validate_args(args: Any) -> None:
@@ -75,16 +72,13 @@ class TransformerMHCEDecoder(TransformerDecoder):
             tied = embed_tokens.weight
         elif mode == "mhs" and args.share_decoder_input_output_embed:
             tied = embed_tokens.weight
-        try:
-            self.output_projection = build_output_layer(
-                mode, codec, self.output_embed_dim,
-                embed_dim=args.mhce_embed_dim or None,
-                tied_weight=tied,
-                mhs_groups=args.mhs_groups or None,
-                mhs_logq_correction=args.mhs_logq_correction,
-            )
-        except ValueError as err:
-            raise MHCEConfigError(str(err)) from None
+        self.output_projection = build_output_layer(
+            mode, codec, self.output_embed_dim,
+            embed_dim=args.mhce_embed_dim or None,
+            tied_weight=tied,
+            mhs_groups=args.mhs_groups or None,
+            mhs_logq_correction=args.mhs_logq_correction,
+        )
         if mode != "mhs":
             # the factored heads are not tied to the input embeddings in fairseq's sense
             self.share_input_output_embed = False

@@ -6,6 +6,7 @@ from typing import Optional
 from torch import nn
 
 from ..codec import LabelCodec
+from ..errors import MHCEConfigError
 from .base import CascadeOutput, FactoredOutput, LevelScores, LossTerms
 from .loss import FactoredLoss, factored_loss
 from .mhe import MHEOutput
@@ -30,7 +31,7 @@ def build_output_layer(mode: str, codec: LabelCodec, input_dim: int, *,
         return MHSOutput(codec, input_dim, mhs_groups, mhs_logq_correction, weight=tied_weight)
     if mode == "softmax":
         return SoftmaxOutput(codec, input_dim, weight=tied_weight)
-    raise ValueError(f"--mhce-mode {mode!r} is unknown: choose one of {', '.join(MODES)}.")
+    raise MHCEConfigError(f"--mhce-mode {mode!r} is unknown: choose one of {', '.join(MODES)}.")
 
 
 __all__ = [

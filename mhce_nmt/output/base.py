@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..codec import LabelCodec
+from ..errors import MHCEConfigError
 
 
 @dataclass
@@ -54,7 +55,7 @@ class FactoredOutput(nn.Module):
     def check_input(self, x: Tensor) -> None:
         """Reject states of the wrong width with a message instead of a matmul shape error."""
         if x.size(-1) != self.input_dim:
-            raise ValueError(
+            raise MHCEConfigError(
                 f"{type(self).__name__} expects decoder states of width {self.input_dim}, got "
                 f"{tuple(x.shape)}: the output layer was built for another decoder output dim."
             )
@@ -116,7 +117,7 @@ class CascadeOutput(FactoredOutput):
         if len(values) == 1:
             values = values * levels
         if len(values) != levels:
-            raise ValueError(
+            raise MHCEConfigError(
                 f"--mhe-topk-groups has {len(values)} values but the codec "
                 f"{'x'.join(map(str, self.codec.head_sizes))} has {levels} coarse levels: give one "
                 f"value, or {levels} comma-separated values."
@@ -124,7 +125,7 @@ class CascadeOutput(FactoredOutput):
         for h, g in enumerate(values):
             limit = self.codec.num_prefixes[h]
             if not 1 <= g <= limit:
-                raise ValueError(
+                raise MHCEConfigError(
                     f"--mhe-topk-groups value {g} for level {h + 1} is out of range: it must be "
                     f"between 1 and {limit} (the number of valid prefixes at that level)."
                 )

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..codec import LabelCodec
+from ..errors import MHCEConfigError
 from .base import CascadeOutput, LevelScores, LossTerms, mask_invalid_children_, masked_log_softmax
 from .grouped import grouped_child_scores
 
@@ -37,13 +38,13 @@ class MHEOutput(CascadeOutput):
                  tied_label_weight: Optional[nn.Parameter] = None):
         super().__init__(codec, input_dim)
         if codec.num_heads < 2:
-            raise ValueError(
+            raise MHCEConfigError(
                 f"--mhce-mode mhe needs at least 2 heads, got {codec}: use --mhce-num-heads 2 "
                 "or more (with one head it is the plain softmax)."
             )
         embed_dim = embed_dim or input_dim
         if tied_label_weight is not None and tuple(tied_label_weight.shape) != (codec.vocab_size, embed_dim):
-            raise ValueError(
+            raise MHCEConfigError(
                 f"--mhe-tie-label-embeddings needs decoder input embeddings of shape "
                 f"({codec.vocab_size}, {embed_dim}), got {tuple(tied_label_weight.shape)}: set "
                 "--mhce-embed-dim to the decoder embedding dim."

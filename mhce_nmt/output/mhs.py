@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..codec import LabelCodec
+from ..errors import MHCEConfigError
 from .base import LevelScores, LossTerms
 from .softmax import SoftmaxOutput
 
@@ -30,7 +31,7 @@ class MHSOutput(SoftmaxOutput):
         if sampled_groups is None:
             sampled_groups = max(1, math.ceil(self.num_groups / 8))
         if not 1 <= sampled_groups <= self.num_groups:
-            raise ValueError(
+            raise MHCEConfigError(
                 f"--mhs-groups {sampled_groups} is out of range: it must be between 1 and "
                 f"{self.num_groups} (the number of groups of {codec})."
             )

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from ..codec import LabelCodec
+from ..errors import MHCEConfigError
 from .base import FactoredOutput, LevelScores, LossTerms
 
 
@@ -17,7 +18,7 @@ class SoftmaxOutput(FactoredOutput):
             weight = nn.Parameter(torch.empty(codec.vocab_size, input_dim))
             nn.init.normal_(weight, mean=0.0, std=input_dim ** -0.5)
         if tuple(weight.shape) != (codec.vocab_size, input_dim):
-            raise ValueError(
+            raise MHCEConfigError(
                 f"shared output weight has shape {tuple(weight.shape)}, expected "
                 f"({codec.vocab_size}, {input_dim}): the embedding and the target dictionary disagree."
             )

@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from recipes import pipeline  # noqa: E402
 from recipes.commands import MODES, generate_command, train_command  # noqa: E402
 from recipes.libreoffice_de_en import run as libreoffice  # noqa: E402
+from recipes.libreoffice_de_en.extract import add_extract_arguments  # noqa: E402
 from recipes.vocab import load_segmenter  # noqa: E402
 
 DEFAULT_METHODS = ("softmax", "adaptive", "mhp", "mhe", "mhs")
@@ -200,7 +201,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
                    "--log-format", "simple"]
     parser_recipe = argparse.ArgumentParser()
     pipeline.add_arguments(parser_recipe, libreoffice.RECIPE, ("extract",) + pipeline.STAGES)
-    libreoffice.add_extract_arguments(parser_recipe)
+    add_extract_arguments(parser_recipe)
     recipe_args = parser_recipe.parse_args(argv_recipe)
     cfg = pipeline.config_from_args(recipe_args, libreoffice.RECIPE)
     if args.bf16:

@@ -190,17 +190,12 @@ def _show(stage: str, values: dict[str, object]) -> None:
     print(f"[extract] {stage}: " + ", ".join(f"{k}={v}" for k, v in values.items()), flush=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Command-line options of the extractor."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", default="de", choices=LANGUAGES, help="source language (default de)")
-    parser.add_argument("--tgt", default="en", choices=LANGUAGES, help="target language (default en)")
-    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, help="packages are fetched here")
-    parser.add_argument("--out-dir", type=Path, help="corpus output (default WORK_DIR/data)")
+def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the extraction itself (shared by this CLI and the recipe's ``run.py``)."""
     parser.add_argument("--valid-size", type=int, default=1500, help="minimum valid pairs (whole pages)")
     parser.add_argument("--test-size", type=int, default=2000, help="minimum test pairs (whole pages)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the page shuffle")
-    parser.add_argument("--no-ui", action="store_true", help="leave out the UI catalogues")
+    parser.add_argument("--split-seed", type=int, default=1, help="seed of the page shuffle")
+    parser.add_argument("--no-ui", action="store_true", help="leave the UI catalogues out of train")
     parser.add_argument("--more", action="store_true",
                         help="add calibre UI strings and the Debian Reference to train")
     parser.add_argument("--max-words", type=int, default=FilterConfig.max_words,
@@ -208,15 +203,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-ratio", type=float, default=FilterConfig.max_ratio,
                         help="drop pairs whose character lengths (+%d) differ more than this factor"
                         % FilterConfig.ratio_slack)
+
+
+def filter_config(args: argparse.Namespace) -> FilterConfig:
+    """The cleaning filters the options of :func:`add_extract_arguments` select."""
+    return FilterConfig(max_words=args.max_words, max_ratio=args.max_ratio)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options of the extractor."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", default="de", choices=LANGUAGES, help="source language (default de)")
+    parser.add_argument("--tgt", default="en", choices=LANGUAGES, help="target language (default en)")
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, help="packages are fetched here")
+    parser.add_argument("--out-dir", type=Path, help="corpus output (default WORK_DIR/data)")
+    add_extract_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``extract.py``."""
     args = build_parser().parse_args(argv)
-    config = FilterConfig(max_words=args.max_words, max_ratio=args.max_ratio)
     extract(args.src, args.tgt, args.work_dir, args.out_dir, args.valid_size, args.test_size,
-            args.seed, config, with_ui=not args.no_ui, with_more=args.more)
+            args.split_seed, filter_config(args), with_ui=not args.no_ui, with_more=args.more)
 
 
 if __name__ == "__main__":

@@ -21,25 +21,12 @@ if __package__ in (None, ""):
 
 from recipes import pipeline
 from recipes.libreoffice_de_en import more
-from recipes.libreoffice_de_en.clean import FilterConfig
-from recipes.libreoffice_de_en.extract import extract, packages
+from recipes.libreoffice_de_en.extract import add_extract_arguments, extract, filter_config, packages
 
 RECIPE = pipeline.Recipe(
     name="libreoffice_de_en", src="de", tgt="en", work_dir=Path(__file__).resolve().parent / "work",
     train_minutes=20.0, warmup_updates=500,
 )
-
-
-def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the extract stage."""
-    parser.add_argument("--valid-size", type=int, default=1500, help="minimum valid pairs (whole pages)")
-    parser.add_argument("--test-size", type=int, default=2000, help="minimum test pairs (whole pages)")
-    parser.add_argument("--split-seed", type=int, default=1, help="seed of the page shuffle")
-    parser.add_argument("--no-ui", action="store_true", help="leave the UI catalogues out of train")
-    parser.add_argument("--more", action="store_true",
-                        help="add calibre UI strings and the Debian Reference to train")
-    parser.add_argument("--max-words", type=int, default=FilterConfig.max_words,
-                        help="drop pairs with more words on either side")
 
 
 def stage_extract(cfg: pipeline.Config, args: argparse.Namespace) -> None:
@@ -56,7 +43,7 @@ def stage_extract(cfg: pipeline.Config, args: argparse.Namespace) -> None:
         pipeline.say("extract", f"align, clean and split by help page -> {cfg.data}")
         return
     extract(cfg.src, cfg.tgt, cfg.work_dir, cfg.data, args.valid_size, args.test_size, args.split_seed,
-            FilterConfig(max_words=args.max_words), with_ui=not args.no_ui, with_more=args.more)
+            filter_config(args), with_ui=not args.no_ui, with_more=args.more)
 
 
 def main(argv: list[str] | None = None) -> pipeline.Config:

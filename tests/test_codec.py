@@ -12,6 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reference import mixed_radix_digits
 from mhce_nmt.codec import (
     CodecError, LabelCodec, auto_head_sizes, codec_from_spec, parse_head_sizes,
 )
@@ -25,20 +26,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # ---------------------------------------------------------------------------------------------
 
 
-def ref_digits(i, sizes):
-    """Mixed-radix digits of i, d_1 most significant, by repeated divmod from the right."""
-    out = []
-    for k in reversed(sizes):
-        i, d = divmod(i, k)
-        out.append(d)
-    return list(reversed(out))
-
-
 def ref_prefix_sets(v, sizes):
     """valid[h] = set of tuples (d_1..d_h) that are prefixes of at least one id < V (h = 1..H)."""
     valid = {h: set() for h in range(1, len(sizes) + 1)}
     for i in range(v):
-        d = ref_digits(i, sizes)
+        d = mixed_radix_digits(i, sizes)
         for h in range(1, len(sizes) + 1):
             valid[h].add(tuple(d[:h]))
     return valid
@@ -85,7 +77,7 @@ def test_encode_matches_reference_and_round_trips(v, sizes):
     digits = codec.encode(ids)
     assert digits.shape == (v, len(sizes))
     assert digits.dtype == torch.long
-    expected = torch.tensor([ref_digits(i, sizes) for i in range(v)], dtype=torch.long)
+    expected = torch.tensor([mixed_radix_digits(i, sizes) for i in range(v)], dtype=torch.long)
     assert torch.equal(digits, expected)
     # digits in range
     for h, k in enumerate(sizes):
@@ -129,7 +121,7 @@ def test_prefix_num_prefixes_strides(v, sizes):
     ids = torch.arange(v)
     for length in range(1, h_total + 1):
         got = codec.prefix(ids, length).tolist()
-        want = [tuple_to_number(ref_digits(i, sizes)[:length], sizes[:length]) for i in range(v)]
+        want = [tuple_to_number(mixed_radix_digits(i, sizes)[:length], sizes[:length]) for i in range(v)]
         assert got == want
         # the number of valid prefixes of this length, by brute force
         assert codec.num_prefixes[length - 1] == len(valid[length])
@@ -208,7 +200,7 @@ def test_property_round_trip_and_validity(args):
     assert torch.equal(codec.decode(digits), ids)
     # a few random ids against the pure-python reference
     for i in {0, v - 1, v // 2}:
-        assert digits[i].tolist() == ref_digits(i, sizes)
+        assert digits[i].tolist() == mixed_radix_digits(i, sizes)
     # ordering: strictly increasing in lexicographic order
     rows = [tuple(r) for r in digits.tolist()]
     assert all(a < b for a, b in zip(rows, rows[1:]))
@@ -221,7 +213,7 @@ def test_property_round_trip_and_validity(args):
         mask = codec.child_valid(level, parents if level > 1 else torch.tensor(0))
         mask = mask.view(-1, sizes[level - 1])
         for p in range(n_par):
-            pt = tuple(ref_digits(p, sizes[: level - 1])) if level > 1 else ()
+            pt = tuple(mixed_radix_digits(p, sizes[: level - 1])) if level > 1 else ()
             for c in range(sizes[level - 1]):
                 assert bool(mask[p, c]) == ((pt + (c,)) in valid[level])
     # the first head is usable: at least 2 valid level-1 classes

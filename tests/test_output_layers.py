@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from reference import mixed_radix_digits
 from mhce_nmt.codec import LabelCodec
 from mhce_nmt.output import (
     MHEOutput, MHPOutput, MHSOutput, SoftmaxOutput, build_output_layer, factored_loss,
@@ -85,14 +86,6 @@ def strides(sizes):
     return [math.prod(sizes[h + 1:]) for h in range(len(sizes))]
 
 
-def digits_of(i, sizes):
-    out = []
-    for k in reversed(sizes):
-        i, d = divmod(i, k)
-        out.append(d)
-    return list(reversed(out))
-
-
 def valid_prefix_sets(v, sizes):
     """valid[h] = set of length-h prefix numbers that occur for some id < V (h = 1..H)."""
     s = strides(sizes)
@@ -151,7 +144,7 @@ def ref_mhp(m, x, temperature=1.0):
     for k in sizes:
         lps.append(torch.log_softmax(logits[:, start:start + k] / temperature, -1))
         start += k
-    cols = [sum(lps[h][:, d] for h, d in enumerate(digits_of(i, sizes))) for i in range(v)]
+    cols = [sum(lps[h][:, d] for h, d in enumerate(mixed_radix_digits(i, sizes))) for i in range(v)]
     unnorm = torch.stack(cols, 1)
     log_z = torch.logsumexp(unnorm, 1)
     return lps, log_z, unnorm - log_z.unsqueeze(1)
@@ -199,7 +192,7 @@ def ref_loss(m, x, y, eps):
     elif isinstance(m, MHPOutput):
         lps, log_z, _ = ref_mhp(m, x)
         for n, t in enumerate(y.tolist()):
-            d = digits_of(t, sizes)
+            d = mixed_radix_digits(t, sizes)
             out.append(sum(smoothed(lps[h][n], d[h], eps) for h in range(len(sizes))) + log_z[n])
     else:
         lp = ref_softmax(m, x)
@@ -525,7 +518,7 @@ def ref_prefix_scores(m, x, ref_joint):
                 members = [i for i in range(v) if i // s[h - 1] == p]
                 out[h][p] = torch.logsumexp(ref_joint[:, members], 1)
             else:
-                d = digits_of(p, sizes[:h])
+                d = mixed_radix_digits(p, sizes[:h])
                 out[h][p] = sum(lps[j][:, d[j]] for j in range(h))
     return out
 
@@ -681,7 +674,7 @@ def test_training_path_never_materialises_n_by_v(mode, spec, e):
     assert not [r for r in rec.records if n in r[1] and any(k >= v and k != n for k in r[1])]
     # the level targets are the target's digits (brute force)
     for i in range(n):
-        d = digits_of(int(y[i]), codec.head_sizes)
+        d = mixed_radix_digits(int(y[i]), codec.head_sizes)
         assert [int(level.target[i]) for level in terms.levels] == d
 
 

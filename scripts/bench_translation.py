@@ -59,8 +59,9 @@ def run_measured(cmd: List[str], log: Path) -> Dict[str, float]:
 
 
 def train_words_per_second(log: Path) -> Optional[float]:
-    """Median `wps` of fairseq's train_inner lines after the first (warm-up) interval."""
-    values = [float(v) for v in re.findall(r"train_inner .*?wps[= ]([\d.]+)", log.read_text(errors="replace"))]
+    """Median `wps` of fairseq's per-interval lines (`wps=`; epoch and valid summaries write
+    `| wps N`) after the first (warm-up) interval."""
+    values = [float(v) for v in re.findall(r"\bwps=([\d.]+)", log.read_text(errors="replace"))]
     values = values[1:] or values
     return round(statistics.median(values), 1) if values else None
 

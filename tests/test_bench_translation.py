@@ -21,10 +21,15 @@ RECORDS = [
 
 
 def test_words_per_second_is_the_median_after_warmup(tmp_path: Path):
+    """Lines as fairseq-train's --log-file writes them (no logger name), plus the epoch and
+    validation summaries, whose `| wps N` must not count."""
+    inner = [f"epoch 001:     {i * 10} / 230 loss=10.8, nll_loss=10.4, ppl=1430.4, wps={w}, ups=0.42, "
+             f"wpb=2678.5, bsz=242.4, num_updates={i * 10}, lr=0.001, gnorm=2.0, train_wall=24, wall=60"
+             for i, w in enumerate([50.0, 1000.0, 1200.0, 1100.0], 1)]
+    summaries = ["epoch 001 | loss 10.796 | nll_loss 10.387 | ppl 1338.94 | wps 9999.9 | ups 0.35 | "
+                 "num_updates 40", "epoch 001 | valid on 'valid' subset | loss 9.8 | ppl 600 | wps 8888.8"]
     log = tmp_path / "train.log"
-    log.write_text("\n".join(
-        f"2026 | INFO | train_inner | epoch 001: {i} / 9 loss=9.1, wps={w}, ups=0.3" for i, w in
-        enumerate([50.0, 1000.0, 1200.0, 1100.0])) + "\n")
+    log.write_text("\n".join(inner[:2] + summaries[:1] + inner[2:] + summaries[1:]) + "\n")
     assert bench.train_words_per_second(log) == 1100.0  # first interval (warm-up) left out
 
 

@@ -101,7 +101,7 @@ class CascadeOutput(FactoredOutput):
 
     def child_log_probs(self, state: object, level: int, rows: Tensor, parents: Tensor) -> Tensor:
         """rows (M,), parents (M,) prefixes of length level-1 -> (M, K_level) log-scores of the
-        children; invalid children are -inf."""
+        children; invalid children are -inf. A fresh tensor: callers may modify it in place."""
         raise NotImplementedError
 
     def path_correction(self, state: object) -> Optional[Tensor]:
@@ -148,8 +148,8 @@ class CascadeOutput(FactoredOutput):
             k = self.codec.head_sizes[level - 1]
             width = parents.size(1)
             rows = torch.arange(n, device=x.device).repeat_interleave(width)
-            lp = self.child_log_probs(state, level, rows, parents.reshape(-1))  # (N*W, K)
-            scores = (scores.unsqueeze(-1) + lp.view(n, width, k)).view(n, width * k)
+            lp = self.child_log_probs(state, level, rows, parents.reshape(-1))  # (N*W, K), fresh
+            scores = lp.view(n, width, k).add_(scores.unsqueeze(-1)).view(n, width * k)
             # invalid children (codes >= V, and every child of a pruned-in invalid prefix, kept
             # when g_h exceeds the valid prefixes) must be -inf, not NaN (a softmax over no valid
             # class): topk ranks NaN first. `scores` is fresh, so this masks in place.

@@ -120,8 +120,18 @@ def bench_method(cfg: pipeline.Config, mode: str, topk: str, exhaustive: bool) -
     return record
 
 
+def add_relative_numbers(records: List[Dict[str, object]]) -> None:
+    """train_speedup_vs_softmax and bleu_minus_softmax for every record, once softmax ran."""
+    softmax = next((r for r in records if r["method"] == "softmax"), None)
+    for r in records:
+        if softmax and r["train_words_per_s"] and softmax["train_words_per_s"]:
+            r["train_speedup_vs_softmax"] = round(r["train_words_per_s"] / softmax["train_words_per_s"], 2)
+            r["bleu_minus_softmax"] = round(r["bleu"] - softmax["bleu"], 2)
+
+
 def markdown_table(records: Sequence[Dict[str, object]]) -> str:
-    cols = [("method", "method"), ("train_words_per_s", "train words/s"), ("train_wall_s", "train wall s"),
+    cols = [("method", "method"), ("train_words_per_s", "train words/s"),
+            ("train_speedup_vs_softmax", "vs softmax"), ("train_wall_s", "train wall s"),
             ("train_peak_rss_mb", "peak RSS MB"), ("decode_sentences_per_s", "decode sent/s"),
             ("output_layer_params", "output-layer params"), ("valid_ppl", "valid ppl"),
             ("bleu", "BLEU"), ("chrf", "chrF"), ("exhaustive_bleu", "BLEU exhaustive")]
@@ -216,15 +226,13 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
             subset_test(cfg, args.test_lines)
     pipeline.stage_spm(cfg)
     pipeline.stage_binarize(cfg)
-    records = [bench_method(cfg, mode, args.topk_groups, not args.no_exhaustive) for mode in args.methods]
-    softmax = next((r for r in records if r["method"] == "softmax"), None)
-    for r in records:
-        if softmax and r["train_words_per_s"] and softmax["train_words_per_s"]:
-            r["train_speedup_vs_softmax"] = round(r["train_words_per_s"] / softmax["train_words_per_s"], 2)
-            r["bleu_minus_softmax"] = round(r["bleu"] - softmax["bleu"], 2)
     args.out.mkdir(parents=True, exist_ok=True)
     tag = f"translation_V{args.vocab_size}_u{args.max_update}"
-    (args.out / f"{tag}.json").write_text(json.dumps(records, indent=2) + "\n")
+    records: List[Dict[str, object]] = []
+    for mode in args.methods:  # the JSON is rewritten after each method: a failure keeps the rest
+        records.append(bench_method(cfg, mode, args.topk_groups, not args.no_exhaustive))
+        add_relative_numbers(records)
+        (args.out / f"{tag}.json").write_text(json.dumps(records, indent=2) + "\n")
     table = markdown_table(records)
     (args.out / f"{tag}.md").write_text(table)
     plot(records, args.layer_json, args.out / f"{tag}.png")

@@ -1,13 +1,16 @@
-"""Session fixtures: one toy corpus, binarised once; tiny models trained once per configuration."""
+"""Session fixtures: one fairseq command server, one toy corpus binarised once, tiny models
+trained once per configuration (two at a time)."""
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Iterator
 
 import pytest
 import torch
 
-from toy import preprocess, run_cli, train_args, write_copy_corpus
+from fastcli import CLIServer
+from toy import preprocess, train_args, write_copy_corpus
 
 MODEL_CONFIGS = {
     "mhe2": ["--mhce-mode", "mhe"],
@@ -28,24 +31,38 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def toy_bin(tmp_path_factory) -> Path:
-    """Binarised copy corpus (V=48 target symbols after fairseq's padding to 8)."""
-    root = tmp_path_factory.mktemp("toy")
-    write_copy_corpus(root / "raw")
-    return preprocess(root / "raw", root / "bin")
+def cli(tmp_path_factory) -> Iterator[CLIServer]:
+    """Runs fairseq commands as their own processes, forked from one pre-imported server."""
+    server = CLIServer(tmp_path_factory.mktemp("cli"))
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="session")
-def trained(toy_bin, tmp_path_factory) -> Callable[[str], Dict]:
-    """trained(name) -> {'ckpt': path, 'log': train output}; each config is trained once."""
-    cache: Dict[str, Dict] = {}
+def toy_bin(tmp_path_factory, cli) -> Path:
+    """Binarised copy corpus (V=48 target symbols after fairseq's padding to 8)."""
+    root = tmp_path_factory.mktemp("toy")
+    write_copy_corpus(root / "raw")
+    return preprocess(root / "raw", root / "bin", cli.run)
 
-    def get(name: str) -> Dict:
-        if name not in cache:
-            save = tmp_path_factory.mktemp(name)
-            seed = 2 if name.endswith("seed2") else 1
-            proc = run_cli("fairseq_cli.train", train_args(toy_bin, save, MODEL_CONFIGS[name], seed=seed))
-            cache[name] = {"ckpt": save / "checkpoint_last.pt", "log": proc.stdout + proc.stderr}
-        return cache[name]
 
-    return get
+@pytest.fixture(scope="session")
+def trained(toy_bin, tmp_path_factory, cli) -> Iterator[Callable[[str], Dict]]:
+    """trained(name) -> {'ckpt': path, 'log': train output}. The first call starts every
+    configuration, the asked one first, two at a time (each command runs on one thread)."""
+    jobs: Dict[str, Future] = {}
+
+    def train(name: str) -> Dict:
+        save = tmp_path_factory.mktemp(name)
+        seed = 2 if name.endswith("seed2") else 1
+        proc = cli.run("fairseq_cli.train", train_args(toy_bin, save, MODEL_CONFIGS[name], seed=seed))
+        return {"ckpt": save / "checkpoint_last.pt", "log": proc.stdout + proc.stderr}
+
+    with ThreadPoolExecutor(2) as pool:
+        def get(name: str) -> Dict:
+            if not jobs:
+                for n in [name] + [n for n in MODEL_CONFIGS if n != name]:
+                    jobs[n] = pool.submit(train, n)
+            return jobs[name].result()
+
+        yield get

@@ -2,7 +2,7 @@
 
 Every fairseq command runs for real, as its own process (tests/fastcli.py: like toy.run_cli, but
 forked from a process that has already imported torch & co.), two at a time from one module
-fixture. An mhce error must be the last
+fixture (on the session-wide `cli` server of conftest.py). An mhce error must be the last
 line of stderr, as `mhce_nmt: <problem and fix>`, with no traceback (mhce_nmt.errors installs
 the hook). Also: a checkpoint never meets a dictionary or factorisation other than its own
 silently, and awkward test data (empty line, a source longer than the model's positions,
@@ -88,14 +88,9 @@ def edge_case_bin(cli: CLIServer, toy_bin: Path, root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(toy_bin, tmp_path_factory) -> Dict[str, object]:
+def runs(toy_bin, tmp_path_factory, cli) -> Dict[str, object]:
     """Every command of this file, two at a time; name -> CompletedProcess (or data path)."""
-    root = tmp_path_factory.mktemp("bad_input")
-    cli = CLIServer(root)
-    try:
-        return run_everything(cli, toy_bin, root)
-    finally:
-        cli.close()
+    return run_everything(cli, toy_bin, tmp_path_factory.mktemp("bad_input"))
 
 
 def run_everything(cli: CLIServer, toy_bin: Path, root: Path) -> Dict[str, object]:

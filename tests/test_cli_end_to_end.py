@@ -8,40 +8,44 @@ import textwrap
 import pytest
 import torch
 
-from toy import CLI_ENV, PLUGIN, REPO, bleu, generate, hypotheses, run_cli, train_losses
+from toy import CLI_ENV, PLUGIN, REPO, bleu, generate, hypotheses, train_losses
 
 N_TEST = 60
 
 
 @pytest.mark.parametrize("name", ["mhe2", "mhp2"])
-def test_train_then_generate_learns_the_task(trained, toy_bin, name):
+def test_train_then_generate_learns_the_task(trained, toy_bin, cli, name):
     run = trained(name)
     losses = train_losses(run["log"])
     assert len(losses) >= 10
     assert losses[-1] < 0.5 * losses[0], losses
-    exhaustive = generate(toy_bin, run["ckpt"], ["--task", "translation_mhce", "--mhe-topk-groups", "all"])
-    pruned = generate(toy_bin, run["ckpt"], ["--task", "translation_mhce", "--mhe-topk-groups", "4"])
+    exhaustive = generate(toy_bin, run["ckpt"], ["--task", "translation_mhce", "--mhe-topk-groups", "all"],
+                          cli.run)
+    pruned = generate(toy_bin, run["ckpt"], ["--task", "translation_mhce", "--mhe-topk-groups", "4"],
+                      cli.run)
     assert len(hypotheses(exhaustive.stdout)) == N_TEST  # count in == count out
     assert len(hypotheses(pruned.stdout)) == N_TEST
     assert bleu(exhaustive.stdout) > 60
     assert bleu(pruned.stdout) == pytest.approx(bleu(exhaustive.stdout), abs=1.0)
 
 
-def test_plain_translation_task_decodes_through_full_log_probs(trained, toy_bin):
+def test_plain_translation_task_decodes_through_full_log_probs(trained, toy_bin, cli):
     run = trained("mhe2")
-    stock = generate(toy_bin, run["ckpt"], ["--task", "translation"])
-    c2f = generate(toy_bin, run["ckpt"], ["--task", "translation_mhce", "--mhe-topk-groups", "all"])
+    stock = generate(toy_bin, run["ckpt"], ["--task", "translation"], cli.run)
+    c2f = generate(toy_bin, run["ckpt"], ["--task", "translation_mhce", "--mhe-topk-groups", "all"],
+                   cli.run)
     assert hypotheses(stock.stdout) == hypotheses(c2f.stdout)
 
 
-def test_score_reference(trained, toy_bin):
-    out = generate(toy_bin, trained("mhe2")["ckpt"], ["--task", "translation_mhce", "--score-reference"])
+def test_score_reference(trained, toy_bin, cli):
+    out = generate(toy_bin, trained("mhe2")["ckpt"], ["--task", "translation_mhce", "--score-reference"],
+                   cli.run)
     scores = [float(line.split("\t")[1]) for line in out.stdout.splitlines() if line.startswith("H-")]
     assert len(scores) == N_TEST and all(s <= 0 for s in scores)
 
 
-def test_interactive(trained, toy_bin):
-    proc = run_cli("fairseq_cli.interactive", [
+def test_interactive(trained, toy_bin, cli):
+    proc = cli.run("fairseq_cli.interactive", [
         toy_bin, "--user-dir", PLUGIN, "--task", "translation_mhce", "--path", trained("mhe2")["ckpt"],
         "--beam", "5", "--mhe-topk-groups", "4", "--source-lang", "src", "--target-lang", "tgt", "--cpu"],
         stdin="w1 w2 w3 w4\nw5 w6\n")

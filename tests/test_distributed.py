@@ -21,7 +21,6 @@ from typing import Dict, List
 import pytest
 import torch
 
-from fastcli import CLIServer
 from toy import train_args
 
 UPDATES = 4
@@ -40,9 +39,8 @@ def losses(log: str) -> List[float]:
 
 
 @pytest.fixture(scope="module")
-def runs(toy_bin, tmp_path_factory) -> Dict[str, Dict[str, object]]:
+def runs(toy_bin, tmp_path_factory, cli) -> Dict[str, Dict[str, object]]:
     root = tmp_path_factory.mktemp("distributed")
-    cli = CLIServer(root)
 
     def args(mode, name, extra):
         # train_args' --max-tokens 3000 comes first: the later 1500 wins
@@ -54,18 +52,15 @@ def runs(toy_bin, tmp_path_factory) -> Dict[str, Dict[str, object]]:
             "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-no-spawn",
             "--distributed-backend", "gloo"]), check=False, timeout=300)
 
-    try:
-        out = {}
-        with ThreadPoolExecutor(3) as pool:
-            for mode in MODES:
-                port = free_port()
-                ranks = [pool.submit(rank, mode, r, port) for r in range(2)]
-                single = pool.submit(cli.run, "fairseq_cli.train", args(mode, "one", ["--update-freq", "2"]))
-                out[mode] = {"ranks": [f.result() for f in ranks], "single": single.result(),
-                             "dir": root / mode}
-        return out
-    finally:
-        cli.close()
+    out = {}
+    with ThreadPoolExecutor(3) as pool:
+        for mode in MODES:
+            port = free_port()
+            ranks = [pool.submit(rank, mode, r, port) for r in range(2)]
+            single = pool.submit(cli.run, "fairseq_cli.train", args(mode, "one", ["--update-freq", "2"]))
+            out[mode] = {"ranks": [f.result() for f in ranks], "single": single.result(),
+                         "dir": root / mode}
+    return out
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))

@@ -36,11 +36,11 @@ def test_mhs_checkpoint_is_a_stock_transformer(trained, toy_bin):
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 
-def test_mhs_learns_and_decodes_with_the_stock_generator(trained, toy_bin):
+def test_mhs_learns_and_decodes_with_the_stock_generator(trained, toy_bin, cli):
     run = trained("mhs")
     losses = train_losses(run["log"])
     assert losses[-1] < 0.5 * losses[0]
-    out = generate(toy_bin, run["ckpt"], ["--task", "translation"])
+    out = generate(toy_bin, run["ckpt"], ["--task", "translation"], cli.run)
     assert bleu(out.stdout) > 60
 
 

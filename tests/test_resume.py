@@ -18,7 +18,6 @@ from typing import Dict, List, Tuple
 import pytest
 import torch
 
-from fastcli import CLIServer
 from toy import train_args
 
 MODES = {
@@ -36,9 +35,8 @@ def logged_updates(log: str) -> List[Tuple[int, str]]:
 
 
 @pytest.fixture(scope="module")
-def runs(toy_bin, tmp_path_factory) -> Dict[str, Dict[str, object]]:
+def runs(toy_bin, tmp_path_factory, cli) -> Dict[str, Dict[str, object]]:
     root = tmp_path_factory.mktemp("resume")
-    cli = CLIServer(root)
 
     def train(mode: str, run: str, updates: int):
         extra = [*MODES[mode], "--log-interval", "1"]
@@ -48,18 +46,15 @@ def runs(toy_bin, tmp_path_factory) -> Dict[str, Dict[str, object]]:
     def stop_and_resume(mode: str):
         return train(mode, "split", STOP), train(mode, "split", TOTAL)
 
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            split = {mode: pool.submit(stop_and_resume, mode) for mode in MODES}
-            whole = {mode: pool.submit(train, mode, "whole", TOTAL) for mode in MODES}
-            out = {}
-            for mode in MODES:
-                first, second = split[mode].result()
-                out[mode] = {"whole": whole[mode].result(), "first": first, "second": second,
-                             "dir": root / mode}
-        return out
-    finally:
-        cli.close()
+    with ThreadPoolExecutor(2) as pool:
+        split = {mode: pool.submit(stop_and_resume, mode) for mode in MODES}
+        whole = {mode: pool.submit(train, mode, "whole", TOTAL) for mode in MODES}
+        out = {}
+        for mode in MODES:
+            first, second = split[mode].result()
+            out[mode] = {"whole": whole[mode].result(), "first": first, "second": second,
+                         "dir": root / mode}
+    return out
 
 
 def load(path: Path) -> dict:

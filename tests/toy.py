@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = str(REPO / "mhce_nmt")
@@ -38,8 +38,9 @@ def run_cli(module: str, args: Sequence[str], cwd: Path | None = None, check: bo
     return proc
 
 
-def preprocess(raw: Path, dest: Path) -> Path:
-    run_cli("fairseq_cli.preprocess", [
+def preprocess(raw: Path, dest: Path, run: Callable = run_cli) -> Path:
+    """fairseq-preprocess the copy corpus; `run` is run_cli or a CLIServer's run."""
+    run("fairseq_cli.preprocess", [
         "--source-lang", "src", "--target-lang", "tgt", "--trainpref", raw / "train",
         "--validpref", raw / "valid", "--testpref", raw / "test", "--destdir", dest, "--workers", "1"])
     return dest
@@ -63,8 +64,10 @@ def train_losses(log: str) -> List[float]:
     return [float(v) for v in re.findall(r"train_inner .*? loss=([0-9.]+)", log)]
 
 
-def generate(data: Path, ckpt: Path, extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
-    return run_cli("fairseq_cli.generate", [
+def generate(data: Path, ckpt: Path, extra: Sequence[str] = (),
+             run: Callable = run_cli) -> subprocess.CompletedProcess:
+    """fairseq-generate on the test split (beam 5); `run` is run_cli or a CLIServer's run."""
+    return run("fairseq_cli.generate", [
         data, "--user-dir", PLUGIN, "--path", ckpt, "--beam", "5", "--batch-size", "16",
         "--cpu", *extra])
 

@@ -7,7 +7,7 @@ training target words/s, wall time, peak RSS, decoding sentences/s, output-layer
 sacreBLEU BLEU and chrF with signatures. Writes JSON, a markdown table and a PNG plot.
 
     python scripts/bench_translation.py            # defaults: 32k joint spm, 200 updates, 1000 test lines
-    python scripts/bench_translation.py --quick    # a few minutes: 8k vocab, 40 updates, 300 test lines
+    python scripts/bench_translation.py --quick    # ~10 minutes: 8k vocab, 40 updates, 300 test lines
     python scripts/bench_translation.py --methods softmax mhe --max-update 600 --vocab-size 16000
 
 Runs unchanged on a GPU (auto-detected; --bf16 for bfloat16 training there).
@@ -195,7 +195,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     parser.add_argument("--test-lines", type=int, default=1000, help="decode the first N test pairs (0 = all)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 training (GPU)")
     parser.add_argument("--quick", action="store_true",
-                        help="a few minutes: 8k vocab, 40 updates, 300 test lines, own work dir")
+                        help="smoke run (~10 min on 2 cores): 8k vocab, 40 updates, 300 test lines, own work dir")
     parser.add_argument("--layer-json", type=Path, help="bench_output_layer.py JSON for the plot's 2nd panel")
     parser.add_argument("--out", type=Path, default=REPO / "bench_out", help="where JSON/markdown/PNG go")
     parser.add_argument("--plot-only", type=Path, metavar="JSON",

@@ -138,7 +138,7 @@ class _Plan:
         in_segment = (~batched).to(torch.long)
         slot_sorted = torch.where(batched, row_base + position,
                                   self.batch_rows + torch.cumsum(in_segment, 0) - in_segment)
-        self.layout_rows = self.batch_rows + int(in_segment.sum()) if self.segments else self.batch_rows
+        self.layout_rows = self.batch_rows + sum(hi - lo for _, lo, hi, _ in self.segments)
         self.slot_sorted = slot_sorted
         self.slot = torch.empty_like(slot_sorted).index_copy_(0, self.order, slot_sorted)
 
@@ -173,11 +173,11 @@ class _Scratch(threading.local):
     temporaries of a step, and fresh ones cost a page fault per 4 KB on every step."""
 
     def __init__(self):
-        self.buffers: Dict[Tuple[int, torch.dtype, torch.device], Tensor] = {}
+        self.buffers: Dict[Tuple[str, torch.dtype, torch.device], Tensor] = {}
 
-    def get(self, slot: int, rows: int, cols: int, like: Tensor) -> Tensor:
-        """A (rows, cols) buffer with the dtype and device of `like`; contents undefined."""
-        key = (slot, like.dtype, like.device)
+    def get(self, name: str, rows: int, cols: int, like: Tensor) -> Tensor:
+        """A (rows, cols) buffer `name` with the dtype and device of `like`; contents undefined."""
+        key = (name, like.dtype, like.device)
         buf = self.buffers.get(key)
         if buf is None or buf.numel() < rows * cols:
             buf = self.buffers[key] = like.new_empty(rows * cols * 5 // 4 + 1)
@@ -212,19 +212,32 @@ def _layout_scores(plan: _Plan, z_layout: Tensor, table: Tensor, bias: Optional[
     return out
 
 
+def _forward(z: Tensor, table: Tensor, bias: Optional[Tensor], parents: Tensor, k: int,
+             rows: Optional[Tensor], cap: Optional[int], scratch: Optional[_Scratch]
+             ) -> Tuple[_Plan, Tensor, Tensor]:
+    """(plan, sources (L,) state row of each layout row, scores (M, K) in input row order);
+    `scratch` lends the layout buffers (calls without autograd), else they are allocated."""
+    plan = _Plan(parents, k, table.size(0), cap)
+    src = plan.order if rows is None else rows.index_select(0, plan.order)  # state row of each sorted row
+    sources = plan.layout_sources(src, z.size(0))
+    if scratch is None:
+        z_layout, out = None, z.new_empty(plan.layout_rows, k)
+    else:
+        z_layout = scratch.get("states", plan.layout_rows, z.size(1), z)
+        out = scratch.get("scores", plan.layout_rows, k, z)
+    scores = _layout_scores(plan, _gather_rows(z, sources, z_layout), table, bias, out)
+    return plan, sources, scores.index_select(0, plan.slot)
+
+
 class _GroupedChildScores(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: Tensor, table: Tensor, bias: Optional[Tensor], parents: Tensor, k: int,
                 rows: Optional[Tensor], cap: Optional[int]) -> Tensor:
-        plan = _Plan(parents, k, table.size(0), cap)
-        src = plan.order if rows is None else rows.index_select(0, plan.order)  # state row of each sorted row
-        sources = plan.layout_sources(src, z.size(0))
-        scores = _layout_scores(plan, _gather_rows(z, sources, None), table, bias,
-                                z.new_empty(plan.layout_rows, k))
+        plan, sources, scores = _forward(z, table, bias, parents, k, rows, cap, None)
         ctx.plan = plan
         ctx.has_bias = bias is not None
         ctx.save_for_backward(z, table, sources)
-        return scores.index_select(0, plan.slot)
+        return scores
 
     @staticmethod
     @once_differentiable
@@ -284,9 +297,4 @@ def grouped_child_scores(z: Tensor, parents: Tensor, table: Tensor, bias: Option
     """
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (z, table, bias)):
         return _GroupedChildScores.apply(z, table, bias, parents, k, rows, cap)
-    plan = _Plan(parents, k, table.size(0), cap)
-    src = plan.order if rows is None else rows.index_select(0, plan.order)
-    sources = plan.layout_sources(src, z.size(0))
-    z_layout = _gather_rows(z, sources, _SCRATCH.get(0, plan.layout_rows, z.size(1), z))
-    scores = _layout_scores(plan, z_layout, table, bias, _SCRATCH.get(1, plan.layout_rows, k, z))
-    return scores.index_select(0, plan.slot)
+    return _forward(z, table, bias, parents, k, rows, cap, _SCRATCH)[2]

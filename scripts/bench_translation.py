@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -95,6 +95,15 @@ def decode(cfg: pipeline.Config, mode: str, run_dir: Path, topk: str) -> Dict[st
     }
 
 
+def device_name() -> str:
+    """What fairseq trains on here: the GPU's name, or "cpu (N threads)"."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
 def bench_method(cfg: pipeline.Config, mode: str, topk: str, exhaustive: bool) -> Dict[str, object]:
     """Train one method from scratch, then decode and score; one record."""
     method_cfg = replace(cfg, train=replace(cfg.train, mode=mode))
@@ -105,7 +114,8 @@ def bench_method(cfg: pipeline.Config, mode: str, topk: str, exhaustive: bool) -
     measured = run_measured(cmd, run_dir / "train.out")
     stats = pipeline.parse_train_log(method_cfg.checkpoints / "train.log")
     record: Dict[str, object] = {
-        "method": mode, "vocab": pipeline.target_vocab_size(cfg), "updates": stats.get("num_updates"),
+        "method": mode, "device": device_name(), "vocab": pipeline.target_vocab_size(cfg),
+        "updates": stats.get("num_updates"),
         "train_words_per_s": train_words_per_second(method_cfg.checkpoints / "train.log"),
         "train_wall_s": round(measured["wall_s"], 1), "train_peak_rss_mb": round(measured["peak_rss_mb"], 1),
         "valid_ppl": stats.get("valid_ppl"), "model_params": stats.get("model_params"),
@@ -180,7 +190,25 @@ def plot(records: Sequence[Dict[str, object]], layer_json: Optional[Path], path:
     fig.savefig(path, dpi=120)
 
 
-def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
+def recipe_config(args: argparse.Namespace) -> Tuple[pipeline.Config, argparse.Namespace]:
+    """The recipe's Config for these benchmark options (device auto-detected), and its parsed options."""
+    argv_recipe = ["--work-dir", str(args.work_dir), "--vocab-size", str(args.vocab_size),
+                   "--max-update", str(args.max_update), "--warmup-updates", str(args.warmup_updates),
+                   "--max-tokens", str(args.max_tokens), "--seed", str(args.seed),
+                   "--train-minutes", str(args.train_minutes), "--batch-size", str(args.batch_size),
+                   "--log-format", "simple"]
+    parser_recipe = argparse.ArgumentParser()
+    pipeline.add_arguments(parser_recipe, libreoffice.RECIPE, ("extract",) + pipeline.STAGES)
+    add_extract_arguments(parser_recipe)
+    recipe_args = parser_recipe.parse_args(argv_recipe)
+    cfg = pipeline.config_from_args(recipe_args, libreoffice.RECIPE)
+    if args.bf16:
+        cfg = replace(cfg, train=replace(cfg.train, model_args=(*cfg.train.model_args, "--bf16")))
+    return cfg, recipe_args
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """The benchmark's options (--quick filled in)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=REPO / "recipes" / "libreoffice_de_en" / "work")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=MODES)
@@ -189,6 +217,10 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
                         help="updates per method (default 200: about an hour for all five on 2 CPU cores)")
     parser.add_argument("--warmup-updates", type=int, default=100)
     parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument("--train-minutes", type=float, default=0,
+                        help="safety cap on each method's training time (0 = none); the `updates` column "
+                             "shows where a capped method stopped")
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences per decoding batch")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--topk-groups", default="8", help="coarse-to-fine G for mhe/mhp")
     parser.add_argument("--no-exhaustive", action="store_true", help="skip mhe's exhaustive decode")
@@ -201,25 +233,20 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     parser.add_argument("--plot-only", type=Path, metavar="JSON",
                         help="redraw the PNG (and markdown) from an earlier run's JSON, train nothing")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.vocab_size, args.max_update, args.warmup_updates = 8000, 40, 20
+        args.test_lines = min(args.test_lines or 300, 300)
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
+    args = parse_args(argv)
     if args.plot_only:
         records = json.loads(args.plot_only.read_text())
         args.plot_only.with_suffix(".md").write_text(markdown_table(records))
         plot(records, args.layer_json, args.plot_only.with_suffix(".png"))
         return records
-    if args.quick:
-        args.vocab_size, args.max_update, args.warmup_updates = 8000, 40, 20
-        args.test_lines = min(args.test_lines or 300, 300)
-    argv_recipe = ["--work-dir", str(args.work_dir), "--vocab-size", str(args.vocab_size),
-                   "--max-update", str(args.max_update), "--warmup-updates", str(args.warmup_updates),
-                   "--max-tokens", str(args.max_tokens), "--seed", str(args.seed), "--train-minutes", "0",
-                   "--log-format", "simple"]
-    parser_recipe = argparse.ArgumentParser()
-    pipeline.add_arguments(parser_recipe, libreoffice.RECIPE, ("extract",) + pipeline.STAGES)
-    add_extract_arguments(parser_recipe)
-    recipe_args = parser_recipe.parse_args(argv_recipe)
-    cfg = pipeline.config_from_args(recipe_args, libreoffice.RECIPE)
-    if args.bf16:
-        cfg = replace(cfg, train=replace(cfg.train, model_args=(*cfg.train.model_args, "--bf16")))
+    cfg, recipe_args = recipe_config(args)
     libreoffice.stage_extract(cfg, recipe_args)
     # own work dir (never touches the recipe's runs); the recipe's data, optionally a test subset
     cfg = replace(cfg, work_dir=cfg.work_dir / ("bench" + (f"-test{args.test_lines}" if args.test_lines else "")))

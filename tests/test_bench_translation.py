@@ -58,3 +58,27 @@ def test_plot_only_redraws_from_json(tmp_path: Path):
 def test_rejects_unknown_methods():
     with pytest.raises(SystemExit):
         bench.main(["--methods", "bogus"])
+
+
+def test_options_reach_the_training_and_decoding_commands(tmp_path: Path, monkeypatch):
+    """--train-minutes caps fairseq-train (--stop-time-hours), --batch-size is the decode batch,
+    and the device is auto-detected: --cpu without a GPU, none with one."""
+    args = bench.parse_args(["--work-dir", str(tmp_path), "--train-minutes", "1.5", "--batch-size", "128",
+                             "--max-tokens", "8192", "--max-update", "900"])
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    cfg, _ = bench.recipe_config(args)
+    train = bench.train_command(cfg.bin, tmp_path, cfg.train, 27_728)
+    assert train[train.index("--stop-time-hours") + 1] == "0.025"
+    assert train[train.index("--max-update") + 1] == "900" and train[train.index("--max-tokens") + 1] == "8192"
+    assert "--cpu" in train and cfg.batch_size == 128
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    gpu_cfg, _ = bench.recipe_config(args)
+    assert "--cpu" not in bench.train_command(cfg.bin, tmp_path, gpu_cfg.train, 27_728)
+    decode = bench.generate_command(cfg.bin, tmp_path / "c.pt", tmp_path, "mhe", batch_size=gpu_cfg.batch_size,
+                                    cpu=gpu_cfg.train.cpu)
+    assert "--cpu" not in decode and decode[decode.index("--batch-size") + 1] == "128"
+
+
+def test_no_time_cap_by_default(tmp_path: Path):
+    cfg, _ = bench.recipe_config(bench.parse_args(["--work-dir", str(tmp_path)]))
+    assert cfg.train.stop_time_hours is None and cfg.train.max_update == 200

@@ -6,7 +6,7 @@ mhp, mhe and mhs for the same number of updates and seed, decodes the test set w
 training target words/s, wall time, peak RSS, decoding sentences/s, output-layer parameters,
 sacreBLEU BLEU and chrF with signatures. Writes JSON, a markdown table and a PNG plot.
 
-    python scripts/bench_translation.py            # defaults: 32k joint spm, 200 updates, 1000 test lines
+    python scripts/bench_translation.py            # defaults: 32k joint spm, 160 updates, 1000 test lines
     python scripts/bench_translation.py --quick    # ~10 minutes: 8k vocab, 40 updates, 300 test lines
     python scripts/bench_translation.py --methods softmax mhe --max-update 600 --vocab-size 16000
 
@@ -213,8 +213,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=REPO / "recipes" / "libreoffice_de_en" / "work")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=MODES)
     parser.add_argument("--vocab-size", type=int, default=32000, help="joint sentencepiece vocabulary")
-    parser.add_argument("--max-update", type=int, default=200,
-                        help="updates per method (default 200: about an hour for all five on 2 CPU cores)")
+    parser.add_argument("--max-update", type=int, default=160,
+                        help="updates per method (default 160: under an hour for all five on 2 CPU cores)")
     parser.add_argument("--warmup-updates", type=int, default=100)
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--train-minutes", type=float, default=0,

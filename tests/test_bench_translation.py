@@ -81,4 +81,4 @@ def test_options_reach_the_training_and_decoding_commands(tmp_path: Path, monkey
 
 def test_no_time_cap_by_default(tmp_path: Path):
     cfg, _ = bench.recipe_config(bench.parse_args(["--work-dir", str(tmp_path)]))
-    assert cfg.train.stop_time_hours is None and cfg.train.max_update == 200
+    assert cfg.train.stop_time_hours is None and cfg.train.max_update == 160

@@ -1,0 +1,49 @@
+"""scripts/length_diagnostics.py: hand-checked sums, and a real checkpoint against fairseq-validate."""
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from toy import PLUGIN
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import length_diagnostics as diag  # noqa: E402
+
+EOS, PAD = 2, 1
+
+
+def test_sums_by_hand():
+    """Two sentences over V=4: [3, eos] and [3, 0, eos] padded to length 3."""
+    probs = torch.tensor([[[0.1, 0.0, 0.2, 0.7], [0.1, 0.0, 0.6, 0.3], [0.25, 0.25, 0.25, 0.25]],
+                          [[0.1, 0.0, 0.3, 0.6], [0.2, 0.0, 0.5, 0.3], [0.1, 0.0, 0.8, 0.1]]])
+    target = torch.tensor([[3, EOS, PAD], [3, 0, EOS]])
+    stats = diag.finish(diag.eos_sums(probs.log(), target, EOS, PAD))
+    assert stats["positions"] == 5 and stats["sentences"] == 2
+    assert stats["p_eos_inside"] == pytest.approx((0.2 + 0.3 + 0.5) / 3)
+    assert stats["eos_beats_ref"] == pytest.approx(1 / 3)  # only at 0 (p 0.2) vs eos (p 0.5)
+    assert stats["p_eos_final"] == pytest.approx((0.6 + 0.8) / 2)
+    assert stats["ref_nll"] == pytest.approx(-sum(math.log(p) for p in (0.7, 0.6, 0.6, 0.2, 0.8)) / 5)
+
+
+def test_checkpoint_matches_fairseq_validate(trained, toy_bin, cli):
+    """ref_nll of a trained mhe model (full log-probs) = fairseq-validate's nll_loss (the
+    criterion's factored path), in base 2."""
+    ckpt = trained("mhe2")["ckpt"]
+    stats = diag.checkpoint_statistics(toy_bin, ckpt, "valid", 1024)
+    proc = cli.run("fairseq_cli.validate", [toy_bin, "--user-dir", PLUGIN, "--task", "translation_mhce",
+                                            "--path", ckpt, "--valid-subset", "valid", "--cpu",
+                                            "--max-tokens", "1024"])
+    nll = float(re.search(r"nll_loss ([0-9.]+)", proc.stdout + proc.stderr).group(1))
+    assert stats["ref_nll"] / math.log(2) == pytest.approx(nll, abs=2e-3)
+    assert 0.0 <= stats["p_eos_inside"] <= 1.0 and 0.0 <= stats["eos_beats_ref"] <= 1.0
+    assert stats["p_eos_final"] > stats["p_eos_inside"]  # it learnt where copies end
+
+
+def test_missing_checkpoint_is_a_clear_error(toy_bin, tmp_path):
+    with pytest.raises(SystemExit, match="no checkpoint at"):
+        diag.main([str(toy_bin), str(tmp_path / "nope.pt")])

@@ -82,3 +82,11 @@ def test_options_reach_the_training_and_decoding_commands(tmp_path: Path, monkey
 def test_no_time_cap_by_default(tmp_path: Path):
     cfg, _ = bench.recipe_config(bench.parse_args(["--work-dir", str(tmp_path)]))
     assert cfg.train.stop_time_hours is None and cfg.train.max_update == 160
+
+
+def test_bf16_reaches_fairseq_train(tmp_path: Path):
+    args = bench.parse_args(["--work-dir", str(tmp_path), "--bf16"])
+    cfg, _ = bench.recipe_config(args)
+    assert "--bf16" in bench.train_command(cfg.bin, tmp_path, cfg.train, 27_728)
+    plain, _ = bench.recipe_config(bench.parse_args(["--work-dir", str(tmp_path)]))
+    assert "--bf16" not in bench.train_command(cfg.bin, tmp_path, plain.train, 27_728)

@@ -233,6 +233,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--plot-only", type=Path, metavar="JSON",
                         help="redraw the PNG (and markdown) from an earlier run's JSON, train nothing")
     args = parser.parse_args(argv)
+    if args.train_minutes < 0 or args.batch_size < 1:
+        parser.error(f"--train-minutes must be >= 0 (0 = no cap) and --batch-size >= 1, got "
+                     f"{args.train_minutes:g} and {args.batch_size}")
     if args.quick:
         args.vocab_size, args.max_update, args.warmup_updates = 8000, 40, 20
         args.test_lines = min(args.test_lines or 300, 300)

@@ -82,6 +82,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     parser.add_argument("--max-tokens", type=int, default=1024, help="per batch (B x T x V log-probs)")
     parser.add_argument("--json", type=Path, help="also write the records here")
     args = parser.parse_args(argv)
+    if args.max_tokens < 1:
+        parser.error(f"--max-tokens must be >= 1, got {args.max_tokens}")
     records = []
     print(f"{'checkpoint':60s} {'p_eos_inside':>12s} {'eos_beats_ref':>13s} {'p_eos_final':>11s} {'ref_nll':>8s}")
     for ckpt in args.checkpoints:

@@ -1,6 +1,8 @@
-"""Where the time of one coarse-to-fine decoding step goes (the step of bench_output_layer.py).
+"""Where the time of one coarse-to-fine decoding step goes.
 
-Times `layer.candidates(x, [G])` + top-k(2 * beam) for --hyps random decoder states, then
+The step is bench_output_layer.py's own (its `Bench.decode_step`: `layer.candidates(x, [G])` +
+top-k(2 * beam) for --hyps random decoder states, same layer and states for the same seed). It
+times the step, then
 profiles the same step with torch.profiler and prints, per step: the ops by self time, the
 time outside any op (Python, dispatch), and the throughput of the matrix products against a
 dense (hyps x d) @ (d x V) product timed in the same run, so the bound of the step is measured
@@ -21,22 +23,18 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mhce_nmt.codec import LabelCodec  # noqa: E402
-from mhce_nmt.output import build_output_layer  # noqa: E402
+import bench_output_layer as bench  # noqa: E402
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+CPU = torch.device("cpu")
 
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return statistics.median(bench.timed(fn, CPU) for _ in range(repeats))
 
 
 def matmul_flops(shapes: List[List[int]], name: str) -> int:
@@ -83,17 +81,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
+    if min(args.repeats, args.threads, args.hyps, args.topk_groups, args.beam) < 1:
+        parser.error("--repeats, --threads, --hyps, --topk-groups and --beam must be >= 1")
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    codec = LabelCodec.build(args.vocab, None, 2)
-    layer = build_output_layer(args.method, codec, args.dim).eval()
-    states = torch.randn(args.hyps, args.dim)
+    bench_args = bench.parse_args([
+        "--vocab-sizes", str(args.vocab), "--methods", args.method, "--dim", str(args.dim),
+        "--hyps", str(args.hyps), "--topk-groups", str(args.topk_groups), "--beam", str(args.beam),
+        "--seed", str(args.seed)])
+    workload = bench.Bench(args.method, args.vocab, bench_args, CPU, torch.float32)
+    step, states, codec = workload.decode_step, workload.xh, workload.codec
     weight = torch.randn(args.vocab, args.dim) * args.dim ** -0.5
-
-    @torch.no_grad()
-    def step():
-        ids, scores = layer.candidates(states, [args.topk_groups])
-        return ids.gather(1, scores.topk(2 * args.beam, dim=1)[1])
 
     @torch.no_grad()
     def dense():

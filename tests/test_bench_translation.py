@@ -90,3 +90,10 @@ def test_bf16_reaches_fairseq_train(tmp_path: Path):
     assert "--bf16" in bench.train_command(cfg.bin, tmp_path, cfg.train, 27_728)
     plain, _ = bench.recipe_config(bench.parse_args(["--work-dir", str(tmp_path)]))
     assert "--bf16" not in bench.train_command(cfg.bin, tmp_path, plain.train, 27_728)
+
+
+@pytest.mark.parametrize("bad", [["--train-minutes", "-1"], ["--batch-size", "0"]])
+def test_rejects_bad_cap_and_batch_size(bad, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(bad)
+    assert "--train-minutes must be >= 0" in capsys.readouterr().err

@@ -47,3 +47,9 @@ def test_checkpoint_matches_fairseq_validate(trained, toy_bin, cli):
 def test_missing_checkpoint_is_a_clear_error(toy_bin, tmp_path):
     with pytest.raises(SystemExit, match="no checkpoint at"):
         diag.main([str(toy_bin), str(tmp_path / "nope.pt")])
+
+
+def test_rejects_non_positive_max_tokens(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        diag.main([str(tmp_path), "x.pt", "--max-tokens", "0"])
+    assert "--max-tokens must be >= 1" in capsys.readouterr().err

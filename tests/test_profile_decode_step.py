@@ -35,3 +35,10 @@ def test_tiny_run_counts_the_level_products(method, capsys):
         assert out["matmul_gflop"] * 1e9 >= level1 + 2 * hyps * g * dim * k2
     assert out["wall_ms"] > 0 and out["dense_ms"] > 0 and out["ops_ms"] > 0
     assert "matrix products" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", [["--repeats", "0"], ["--hyps", "0"], ["--topk-groups", "0"]])
+def test_rejects_non_positive_sizes(bad, capsys):
+    with pytest.raises(SystemExit):
+        prof.main(bad)
+    assert "must be >= 1" in capsys.readouterr().err

@@ -169,6 +169,18 @@ class LabelCodec:
         children = parents.unsqueeze(-1) * k + torch.arange(k, device=parents.device)
         return children < self.num_prefixes[level - 1]
 
+    def subtree_sizes(self, level: int) -> torch.Tensor:
+        """(P_level,) number of valid ids below each valid prefix of length `level` (1..H):
+        min(S_level, V - p * S_level)."""
+        stride = self.strides[level - 1]
+        prefixes = torch.arange(self.num_prefixes[level - 1])
+        return (self.vocab_size - prefixes * stride).clamp(max=stride)
+
+    def digit_counts(self, head: int) -> torch.Tensor:
+        """(K_head,) number of valid ids whose digit at `head` (1..H) is c, for each c."""
+        digits = self.encode(self.all_ids())[:, head - 1]
+        return torch.bincount(digits, minlength=self.head_sizes[head - 1])
+
     def all_ids(self, device: Optional[torch.device] = None) -> torch.Tensor:
         """(V,) arange of valid ids."""
         return torch.arange(self.vocab_size, device=device)

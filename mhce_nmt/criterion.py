@@ -1,7 +1,9 @@
-"""`mhce_cross_entropy`: label-smoothed CE summed over the heads of a factored output layer.
+"""`mhce_cross_entropy`: label-smoothed cross-entropy of a factored output layer.
 
-loss = sum_h CE_h (smoothed per head) [+ log Z for MHP]; nll_loss = exact -log p(y), logged in
-base 2 like fairseq's label_smoothed_cross_entropy so `ppl` is comparable with the softmax.
+Default (--mhce-smoothing joint): fairseq's label_smoothed_cross_entropy on the joint
+distribution, 1-eps on the gold id and eps/(V-1) on every other id (MHE: an unbiased estimate of
+the uniform term from --mhce-smoothing-groups sampled groups). per-level: fairseq's formula inside
+every head. nll_loss = exact -log p(y), logged in base 2 like fairseq's, so `ppl` is comparable.
 """
 
 import math
@@ -16,12 +18,24 @@ from omegaconf import II
 
 from .errors import MHCEConfigError
 from .output import FactoredOutput, factored_loss
+from .output.loss import SMOOTHINGS
+
+#: MHE: groups per level sampled for the uniform term of joint smoothing (see README, Method)
+DEFAULT_SMOOTHING_GROUPS = 8
 
 
 @dataclass
 class MHCECrossEntropyConfig(FairseqDataclass):
     label_smoothing: float = field(
-        default=0.0, metadata={"help": "epsilon for label smoothing, applied per head; 0 = none"})
+        default=0.0, metadata={"help": "epsilon for label smoothing; 0 = none"})
+    mhce_smoothing: str = field(
+        default="joint", metadata={"help": "joint: fairseq's smoothing of the joint distribution "
+                                   "(eps/(V-1) per non-gold id); per-level: fairseq's formula "
+                                   "inside every head", "choices": list(SMOOTHINGS)})
+    mhce_smoothing_groups: int = field(
+        default=DEFAULT_SMOOTHING_GROUPS,
+        metadata={"help": "mhe with joint smoothing: groups per level sampled to estimate the "
+                          "uniform term (unbiased); 0 = all groups (exact, costs a full softmax)"})
     sentence_avg: bool = II("optimization.sentence_avg")
 
 
@@ -52,12 +66,21 @@ def output_layer_of(model) -> FactoredOutput:
 class MHCECrossEntropyCriterion(FairseqCriterion):
     """Criterion for transformer_mhce; never builds (tokens x V) scores on its training path."""
 
-    def __init__(self, task, label_smoothing: float = 0.0, sentence_avg: bool = False):
+    def __init__(self, task, label_smoothing: float = 0.0, sentence_avg: bool = False,
+                 mhce_smoothing: str = "joint", mhce_smoothing_groups: int = DEFAULT_SMOOTHING_GROUPS):
         super().__init__(task)
         if not 0.0 <= label_smoothing < 1.0:
             raise MHCEConfigError(f"--label-smoothing {label_smoothing} must be in [0, 1).")
+        if mhce_smoothing not in SMOOTHINGS:
+            raise MHCEConfigError(
+                f"--mhce-smoothing {mhce_smoothing!r} is unknown: choose one of {', '.join(SMOOTHINGS)}.")
+        if mhce_smoothing_groups < 0:
+            raise MHCEConfigError(
+                f"--mhce-smoothing-groups {mhce_smoothing_groups} must be >= 0 (0 = every group).")
         self.eps = label_smoothing
         self.sentence_avg = sentence_avg
+        self.smoothing = mhce_smoothing
+        self.smoothing_groups = mhce_smoothing_groups
 
     @classmethod
     def build_criterion(cls, cfg, task):
@@ -73,7 +96,10 @@ class MHCECrossEntropyCriterion(FairseqCriterion):
         features = net_output[0]  # (B, T, d)
         target = model.get_targets(sample, net_output)  # (B, T)
         keep = target.ne(self.padding_idx)
-        result = factored_loss(layer.loss_terms(features[keep], target[keep]), self.eps)
+        joint = self.eps > 0 and self.smoothing == "joint"
+        terms = layer.loss_terms(features[keep], target[keep],
+                                 sum_groups=self.smoothing_groups if joint else None)
+        result = factored_loss(terms, self.eps, self.smoothing)
         loss, nll = result.loss.sum(), result.nll.sum()
         ntokens = sample["ntokens"]
         sample_size = sample["target"].size(0) if self.sentence_avg else ntokens

@@ -12,7 +12,9 @@ For every vocabulary size V it times, on the same random decoder states:
               dropout) + the adaptive_loss criterion's computation (one plain CE per cluster,
               summed; adaptive_loss has no label smoothing).
   - mhp, mhe, mhs: mhce_nmt.output.build_output_layer(mode, LabelCodec.build(V, None, 2), d)
-              + factored_loss with eps 0.1; mhs samples M = ceil(P_1 / 8) of the P_1 groups.
+              + factored_loss with eps 0.1, joint smoothing as the criterion's default (mhe:
+              --smoothing-groups sampled groups for its uniform term; --smoothing per-level for
+              the per-head one); mhs samples M = ceil(P_1 / 8) of the P_1 groups.
 * decode_ms -- one beam-search step for --hyps hypotheses (default 64 sentences x beam 5):
   softmax / mhs (eval mode = full softmax) / adaptive (get_log_prob): full (hyps, V) log-probs
   then topk(2 * beam); mhp / mhe: layer.candidates(x, [--topk-groups]) then topk(2 * beam) over
@@ -152,7 +154,9 @@ class Bench:
         else:
             from mhce_nmt.output import factored_loss
 
-            loss = factored_loss(self.layer.loss_terms(self.x, self.y), self.args.epsilon).loss.sum()
+            joint = self.args.smoothing == "joint" and self.args.epsilon > 0
+            terms = self.layer.loss_terms(self.x, self.y, self.args.smoothing_groups if joint else None)
+            loss = factored_loss(terms, self.args.epsilon, self.args.smoothing).loss.sum()
         loss.backward()
 
     @torch.no_grad()
@@ -370,6 +374,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="mhp/mhe decoding: prefixes kept per coarse level, candidates(x, [g]) (default 8)")
     p.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of the target ids (default 1.0)")
     p.add_argument("--epsilon", type=float, default=0.1, help="label smoothing, all but adaptive (default 0.1)")
+    p.add_argument("--smoothing", choices=("joint", "per-level"), default="joint",
+                   help="mhp/mhe label smoothing: joint (fairseq's, the criterion's default) or "
+                        "per-level (default %(default)s)")
+    p.add_argument("--smoothing-groups", type=int, default=8,
+                   help="mhe joint smoothing: groups sampled per step for the uniform term (default 8)")
     p.add_argument("--adaptive-cutoffs", type=int, nargs="+", default=[16, 4],
                    help="adaptive softmax cutoffs as divisors of V (default 16 4: cutoffs V/16, V/4)")
     p.add_argument("--repeats", type=int, default=None, help="timed repetitions (median; "

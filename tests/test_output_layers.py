@@ -289,7 +289,7 @@ def test_label_smoothing_matches_reference(mode, cname, e, eps):
     m = make(mode, codec, embed_dim=e).eval()
     x, _ = inputs(40, codec.vocab_size, seed=3)
     y = (torch.arange(40) * 7) % codec.vocab_size
-    res = factored_loss(m.loss_terms(x, y), eps)
+    res = factored_loss(m.loss_terms(x, y), eps, "per-level")
     torch.testing.assert_close(res.loss.double(), ref_loss(m, x, y, eps), atol=1e-5, rtol=1e-5)
     # the nll is unaffected by smoothing
     torch.testing.assert_close(res.nll.double(), ref_loss(m, x, y, 0.0), atol=1e-5, rtol=1e-5)
@@ -304,7 +304,7 @@ def test_label_smoothing_hand_computed_example():
     terms = LossTerms(levels=[LevelScores(l1, torch.tensor([1]), v1),
                               LevelScores(l2, torch.tensor([0]), None)],
                       log_normalizer=torch.tensor([-0.25]))
-    res = factored_loss(terms, eps)
+    res = factored_loss(terms, eps, "per-level")
 
     z1 = math.log(math.exp(1.0) + math.exp(2.0) + math.exp(0.5))
     lp1 = [1.0 - z1, 2.0 - z1, 0.5 - z1]
@@ -325,7 +325,7 @@ def test_label_smoothing_hand_computed_example():
     # a level with a single valid class contributes nothing, even smoothed
     one = LossTerms(levels=[LevelScores(torch.tensor([[0.7, 3.0]]), torch.tensor([0]),
                                         torch.tensor([[True, False]]))])
-    assert factored_loss(one, 0.3).loss.item() == pytest.approx(0.0, abs=1e-6)
+    assert factored_loss(one, 0.3, "per-level").loss.item() == pytest.approx(0.0, abs=1e-6)
     assert factored_loss(one, 0.0).nll.item() == pytest.approx(0.0, abs=1e-6)
 
 
@@ -333,7 +333,7 @@ def test_level_correct_matches_brute_force_argmax():
     codec = codec_of("h3_waste")
     m = make("mhe", codec)
     x, y = inputs(50, codec.vocab_size, seed=5)
-    res = factored_loss(m.loss_terms(x, y), 0.1)
+    res = factored_loss(m.loss_terms(x, y), 0.1, "per-level")
     levels = ref_mhe_levels(m, x)
     s = strides(codec.head_sizes)
     for h in range(1, 4):
@@ -393,7 +393,7 @@ def test_mhe_grouped_gradients_equal_naive_reference(cname, e, tied, eps):
     # several tokens share prefixes, some do not
     y[:6] = codec.vocab_size - 1
     x1 = x.clone().requires_grad_(True)
-    loss = factored_loss(m.loss_terms(x1, y), eps).loss.sum()
+    loss = factored_loss(m.loss_terms(x1, y), eps, "per-level").loss.sum()
     grads = torch.autograd.grad(loss, [x1] + list(m.parameters()))
 
     x2 = x.clone().requires_grad_(True)
@@ -413,7 +413,7 @@ def test_gradients_equal_brute_force_reference(mode, cname):
     x, _ = inputs(20, codec.vocab_size, seed=11)
     y = (torch.arange(20) * 3) % codec.vocab_size
     x1 = x.clone().requires_grad_(True)
-    loss = factored_loss(m.loss_terms(x1, y), 0.1).loss.sum()
+    loss = factored_loss(m.loss_terms(x1, y), 0.1, "per-level").loss.sum()
     grads = torch.autograd.grad(loss, [x1] + list(m.parameters()))
     x2 = x.clone().requires_grad_(True)
     ref = ref_loss(m, x2, y, 0.1).sum()
@@ -428,7 +428,7 @@ class _LossOf(nn.Module):
         self.layer, self.target, self.eps = layer, target, eps
 
     def forward(self, x):
-        return factored_loss(self.layer.loss_terms(x, self.target), self.eps).loss
+        return factored_loss(self.layer.loss_terms(x, self.target), self.eps, "per-level").loss
 
 
 @pytest.mark.parametrize("mode,v,sizes,e", [("mhe", 11, [4, 3], None), ("mhe", 11, [2, 3, 2], 3),
@@ -664,7 +664,7 @@ def test_training_path_never_materialises_n_by_v(mode, spec, e):
         assert int(level.target.min()) >= 0 and int(level.target.max()) < codec.head_sizes[h]
     with _SizeRecorder() as rec:
         terms = m.loss_terms(x, y)
-        factored_loss(terms, 0.1).loss.sum().backward()
+        factored_loss(terms, 0.1, "per-level").loss.sum().backward()
     assert rec.records, "dispatch recorder saw nothing"
     v = codec.vocab_size
     # nothing of N x V size (the biggest legitimate tensors: x (N, d), fused heads (N, sum K),
@@ -772,7 +772,7 @@ def test_mhs_logq_correction():
 def _loss_and_grads(layer, x, y, eps):
     x = x.clone().requires_grad_(True)
     layer.zero_grad()
-    out = factored_loss(layer.loss_terms(x, y), eps)
+    out = factored_loss(layer.loss_terms(x, y), eps, "per-level")
     out.loss.sum().backward()
     return out.loss.detach(), out.nll.detach(), x.grad.clone(), layer.weight.grad.clone()
 
@@ -844,7 +844,7 @@ def test_mhe_tied_label_embeddings(cname, e):
     m2 = build_output_layer("mhe", codec, D, embed_dim=e, tied_weight=w)
     assert m2.embeddings[-1] is w
     x, y = inputs(5, codec.vocab_size)
-    factored_loss(m.loss_terms(x, y), 0.1).loss.sum().backward()
+    factored_loss(m.loss_terms(x, y), 0.1, "per-level").loss.sum().backward()
     assert w.grad is not None and w.grad.abs().sum() > 0
     # rows of tokens that are not siblings of any target get no gradient
     s = codec.strides[-2]
@@ -921,9 +921,9 @@ def test_bf16_close_to_fp32(mode, cname, e, kw):
     x = x.to(torch.bfloat16)
     y = (torch.arange(24) * 5) % codec.vocab_size
     torch.manual_seed(1)
-    r16 = factored_loss(m16.loss_terms(x, y), 0.1)
+    r16 = factored_loss(m16.loss_terms(x, y), 0.1, "per-level")
     torch.manual_seed(1)
-    r32 = factored_loss(m32.loss_terms(x.float(), y), 0.1)
+    r32 = factored_loss(m32.loss_terms(x.float(), y), 0.1, "per-level")
     for a, b in [(r16.loss, r32.loss), (r16.nll, r32.nll)]:
         assert a.dtype == torch.float32
         assert torch.isfinite(a).all()
@@ -931,7 +931,7 @@ def test_bf16_close_to_fp32(mode, cname, e, kw):
     # backward works in bf16 and gives finite grads
     x16 = x.clone().requires_grad_(True)
     torch.manual_seed(1)
-    factored_loss(m16.loss_terms(x16, y), 0.1).loss.sum().backward()
+    factored_loss(m16.loss_terms(x16, y), 0.1, "per-level").loss.sum().backward()
     assert torch.isfinite(x16.grad.float()).all()
     if mode in ("mhp", "mhe"):
         m16.eval()

@@ -33,11 +33,17 @@ class LevelScores:
 
 @dataclass
 class LossTerms:
-    """What the criterion needs: joint nll = sum_h CE_h + log_normalizer (exact unless sampled)."""
+    """What the criterion needs: joint nll = sum_h CE_h + log_normalizer (exact unless sampled).
+
+    log_prob_sum (N,) = sum_{v<V} log p(v|x), the uniform term of joint label smoothing: exact,
+    or an unbiased estimate (MHE); present only when loss_terms was asked for it.
+    """
 
     levels: List[LevelScores]
     log_normalizer: Optional[Tensor] = None  # (N,) or None (= 0)
     sampled: bool = False  # True when the levels are a sampled approximation (MHS training)
+    log_prob_sum: Optional[Tensor] = None  # (N,) or None
+    num_classes: int = 0  # V, the number of ids log_prob_sum runs over
 
 
 class FactoredOutput(nn.Module):
@@ -60,8 +66,14 @@ class FactoredOutput(nn.Module):
                 f"{tuple(x.shape)}: the output layer was built for another decoder output dim."
             )
 
-    def loss_terms(self, x: Tensor, target: Tensor) -> LossTerms:
-        """x (N, d), target (N,) -> per-level scores on the target's path (never N x V)."""
+    def loss_terms(self, x: Tensor, target: Tensor, sum_groups: Optional[int] = None) -> LossTerms:
+        """x (N, d), target (N,) -> per-level scores on the target's path (never N x V).
+
+        With sum_groups given, multi-level layers also fill LossTerms.log_prob_sum =
+        sum_{v<V} log p(v|x): MHP exactly, MHE from sum_groups sampled groups per level
+        (unbiased; 0 or >= the number of groups = every group, exact). Single-level layers
+        (softmax, MHS) leave it None: with one level, per-level smoothing is joint smoothing.
+        """
         raise NotImplementedError
 
     def full_log_probs(self, x: Tensor, temperature: float = 1.0) -> Tensor:

@@ -4,6 +4,14 @@ Level 1 scores the K_1 first digits with Linear(d, K_1). Level h > 1 scores the 
 the prefix (d_1..d_{h-1}) as <P_h x, E_h[child]> + b_h[child], where E_h (P_h, e) embeds every
 valid prefix of length h (the last level has one row per token). Each level is a softmax over the
 valid children, so log p(y|x) = sum_h log p(d_h | d_<h, x) exactly (chain rule).
+
+The uniform term of joint smoothing, with n(p) the number of valid ids below prefix p:
+  sum_{v<V} log p(v|x) = sum_h sum_{q: prefix of length h-1} f_h(q),
+  f_h(q) = sum_{c child of q} n(c) log p(c | q, x).
+Level 1 (q = the empty prefix) is exact. For h > 1 every q needs its children's normaliser
+(a full softmax in all), so the term of the target's own parent q_y (already scored) is exact
+and the rest is estimated from m parents S drawn uniformly without replacement:
+  sum_{q != q_y} f_h(q) ~ (P_{h-1} / m) * sum_{q in S, q != q_y} f_h(q)   (unbiased).
 """
 from __future__ import annotations
 
@@ -72,10 +80,17 @@ class MHEOutput(CascadeOutput):
         self.embeddings = nn.ParameterList(embeddings)
         self.biases = nn.ParameterList(biases)
         self.register_buffer("codec_spec", torch.tensor(codec.spec()), persistent=True)
+        for level in range(1, codec.num_heads + 1):
+            self.register_buffer(f"subtree_sizes_{level}", codec.subtree_sizes(level), persistent=False)
         self.register_buffer("level1_valid", codec.child_valid(1, torch.zeros((), dtype=torch.long)),
                              persistent=False)
         # P_1 == K_1: every first digit is valid, so level 1 needs no mask (saves (N, K_1) work)
         self._level1_all_valid = codec.num_prefixes[0] == codec.head_sizes[0]
+
+    @property
+    def subtree_sizes(self) -> List[Tensor]:
+        """Per level 1..H: (P_h,) valid ids below each prefix (the codec's, as buffers)."""
+        return [getattr(self, f"subtree_sizes_{h}") for h in range(1, self.codec.num_heads + 1)]
 
     def _level1_mask(self) -> Optional[Tensor]:
         return None if self._level1_all_valid else self.level1_valid
@@ -98,16 +113,62 @@ class MHEOutput(CascadeOutput):
         return grouped_child_scores(z, parents, self.embeddings[level - 2], self.biases[level - 2],
                                     self.codec.head_sizes[level - 1], rows)
 
-    def loss_terms(self, x: Tensor, target: Tensor) -> LossTerms:
-        """Teacher forcing: level h scores the children of the target's own prefix only."""
+    def loss_terms(self, x: Tensor, target: Tensor, sum_groups: Optional[int] = None) -> LossTerms:
+        """Teacher forcing: level h scores the children of the target's own prefix only; with
+        sum_groups, also the estimate of sum_{v<V} log p(v|x) of the module docstring."""
         self.check_input(x)
         levels = [LevelScores(self.level1(x), self.codec.prefix(target, 1), self._level1_mask())]
+        log_prob_sum = None
+        if sum_groups is not None:
+            log_prob_sum = self._weighted_sum(1, levels[0].logits, levels[0].valid,
+                                              torch.zeros_like(target).unsqueeze(1)).squeeze(1)
         for level in range(2, self.codec.num_heads + 1):
             parents = self.codec.prefix(target, level - 1)
-            scores = self._children(level, self.projections[level - 2](x), parents)
+            z = self.projections[level - 2](x)
+            scores = self._children(level, z, parents)
             digit = self.codec.prefix(target, level) % self.codec.head_sizes[level - 1]
             levels.append(LevelScores(scores, digit, self._children_valid(level, parents)))
-        return LossTerms(levels=levels)
+            if sum_groups is not None:
+                log_prob_sum = log_prob_sum + self._weighted_sum(
+                    level, scores, levels[-1].valid, parents.unsqueeze(1)).squeeze(1)
+                log_prob_sum = log_prob_sum + self._sampled_sum(level, z, parents, sum_groups)
+        return LossTerms(levels=levels, log_prob_sum=log_prob_sum, num_classes=self.codec.vocab_size)
+
+    def _weighted_sum(self, level: int, scores: Tensor, valid: Optional[Tensor], parents: Tensor) -> Tensor:
+        """scores (N, W*K) of the children of parents (N, W) -> (N, W): f_level(parent) =
+        sum_c n(c) log p(c | parent)."""
+        n, width = parents.shape
+        k = self.codec.head_sizes[level - 1]
+        if valid is not None:
+            valid = valid.expand_as(scores).reshape(n * width, k)
+        lp = masked_log_softmax(scores.reshape(n * width, k), valid)
+        children = parents.reshape(-1, 1) * k + torch.arange(k, device=parents.device)  # (N*W, K)
+        sizes = self.subtree_sizes[level - 1]
+        counts = torch.where(children < sizes.numel(), sizes[children.clamp(max=sizes.numel() - 1)],
+                             torch.zeros_like(children)).to(lp.dtype)
+        return (lp.masked_fill(counts == 0, 0.0) * counts).sum(-1).view(n, width)
+
+    def sample_parents(self, level: int, groups: int, device: torch.device) -> Tensor:
+        """(m,) distinct valid prefixes of length level-1, uniform without replacement
+        (all of them, in order, when groups is 0 or >= their number)."""
+        total = self.codec.num_prefixes[level - 2]
+        if groups <= 0 or groups >= total:
+            return torch.arange(total, device=device)
+        return torch.randperm(total, device=device)[:groups]
+
+    def _sampled_sum(self, level: int, z: Tensor, parents: Tensor, groups: int) -> Tensor:
+        """(N,) unbiased estimate of sum_{q != parent} f_level(q) from sampled parents q."""
+        total = self.codec.num_prefixes[level - 2]
+        drawn = self.sample_parents(level, groups, z.device)  # (m,)
+        k = self.codec.head_sizes[level - 1]
+        children = (drawn.unsqueeze(1) * k + torch.arange(k, device=z.device)).view(-1)  # (m*K,)
+        rows = children.clamp(max=self.codec.num_prefixes[level - 1] - 1)
+        table, bias = self.embeddings[level - 2], self.biases[level - 2]
+        scores = z @ table.index_select(0, rows).t() + bias.index_select(0, rows)  # (N, m*K)
+        valid = (children < self.codec.num_prefixes[level - 1]).unsqueeze(0)
+        f = self._weighted_sum(level, scores, valid, drawn.unsqueeze(0).expand(z.size(0), -1))  # (N, m)
+        f = f.masked_fill(drawn.unsqueeze(0) == parents.unsqueeze(1), 0.0)
+        return f.sum(-1) * (total / drawn.numel())
 
     def prepare(self, x: Tensor, temperature: float) -> _CascadeState:
         lp1 = masked_log_softmax(self.level1(x), self._level1_mask(), temperature)

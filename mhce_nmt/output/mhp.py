@@ -2,6 +2,8 @@
 
 log p(y|x) = sum_h log softmax_h(x)[d_h(y)] - log Z(x), where Z = sum_{y<V} prod_h p_h(d_h(y))
 is the head-product mass on valid codes (Z = 1 when prod(K) = V). Cost d * sum(K), not d * V.
+The uniform term of joint smoothing is exact in O(sum K):
+  sum_{v<V} log p(v|x) = sum_h sum_c n_h(c) log p_h(c) - V log Z,  n_h(c) = #{v < V: d_h(v) = c}.
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ class MHPOutput(CascadeOutput):
         self.register_buffer("codec_spec", torch.tensor(codec.spec()), persistent=True)
         self.register_buffer("bound_digits", self._bound_digits(codec), persistent=False)
         self.register_buffer("digit_table", codec.encode(codec.all_ids()), persistent=False)
+        self.register_buffer("digit_counts", torch.cat([codec.digit_counts(h) for h in
+                                                        range(1, codec.num_heads + 1)]).float(),
+                             persistent=False)  # (sum K,): n_h(c) head after head
 
     @staticmethod
     def _bound_digits(codec: LabelCodec) -> Tensor:
@@ -58,14 +63,22 @@ class MHPOutput(CascadeOutput):
             prefix = prefix + lp[:, v]
         return torch.logsumexp(torch.stack(terms, 0), dim=0)
 
-    def loss_terms(self, x: Tensor, target: Tensor) -> LossTerms:
-        """One level per head on the target's digits, plus log Z for exactness."""
+    def loss_terms(self, x: Tensor, target: Tensor, sum_groups: Optional[int] = None) -> LossTerms:
+        """One level per head on the target's digits, plus log Z for exactness (and, with
+        sum_groups given, the exact sum_{v<V} log p(v|x); see the module docstring)."""
         self.check_input(x)
         digits = self.codec.encode(target)
         logits = self.head_logits(x)
         levels = [LevelScores(logits=l, target=digits[:, h]) for h, l in enumerate(logits)]
-        log_z = self.log_valid_mass([torch.log_softmax(at_least_fp32(l), dim=-1) for l in logits])
-        return LossTerms(levels=levels, log_normalizer=log_z)
+        head_log_probs = [torch.log_softmax(at_least_fp32(l), dim=-1) for l in logits]
+        log_z = self.log_valid_mass(head_log_probs)
+        log_prob_sum = None
+        if sum_groups is not None:
+            log_prob_sum = torch.cat(head_log_probs, dim=-1) @ self.digit_counts.to(head_log_probs[0].dtype)
+            if log_z is not None:
+                log_prob_sum = log_prob_sum - self.codec.vocab_size * log_z
+        return LossTerms(levels=levels, log_normalizer=log_z, log_prob_sum=log_prob_sum,
+                         num_classes=self.codec.vocab_size)
 
     def prepare(self, x: Tensor, temperature: float) -> _HeadState:
         logits = self.head_logits(x)

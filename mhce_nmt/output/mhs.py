@@ -50,10 +50,11 @@ class MHSOutput(SoftmaxOutput):
         drawn = pool[torch.randperm(pool.numel(), device=pool.device)[:extra]]
         return torch.cat([present, drawn]), present.numel()
 
-    def loss_terms(self, x: Tensor, target: Tensor) -> LossTerms:
-        """Training with M < P_1: (N, M*S) logits over sampled groups; otherwise the full softmax."""
+    def loss_terms(self, x: Tensor, target: Tensor, sum_groups: Optional[int] = None) -> LossTerms:
+        """Training with M < P_1: (N, M*S) logits over sampled groups (label smoothing then runs
+        over those M*S ids); otherwise the full softmax."""
         if not self.training or self.sampled_groups >= self.num_groups:
-            return super().loss_terms(x, target)
+            return super().loss_terms(x, target, sum_groups)
         self.check_input(x)
         s = self.group_size
         target_groups = target // s

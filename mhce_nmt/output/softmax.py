@@ -1,6 +1,8 @@
 """The V-way softmax as a FactoredOutput: the baseline in every test and benchmark."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -24,8 +26,8 @@ class SoftmaxOutput(FactoredOutput):
             )
         self.weight = weight
 
-    def loss_terms(self, x: Tensor, target: Tensor) -> LossTerms:
-        """One level: the full (N, V) logits."""
+    def loss_terms(self, x: Tensor, target: Tensor, sum_groups: Optional[int] = None) -> LossTerms:
+        """One level: the full (N, V) logits (sum_groups is not needed: one level)."""
         self.check_input(x)
         return LossTerms(levels=[LevelScores(logits=x @ self.weight.t(), target=target)])
 

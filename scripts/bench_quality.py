@@ -1,0 +1,259 @@
+"""Quality at a trained operating point: learning curves of every output layer, side by side.
+
+On the offline LibreOffice de->en corpus (recipes/libreoffice_de_en), each arm (an output layer,
+optionally with an ablation variant) trains the recipe's CPU transformer with the same schedule
+and seed, saving a checkpoint every --interval updates up to --max-update. Every checkpoint is
+then decoded on the whole test set (beam 5; mhe/mhp coarse to fine) and scored: BLEU, chrF,
+brevity penalty, hypothesis/reference length, validation perplexity, decoding sentences/s and
+generated tokens/s. One JSON record per (vocab, method, variant, updates), rewritten after each
+one, so an interrupted run resumes where it stopped (training resumes from checkpoint_last.pt).
+
+    python scripts/bench_quality.py                                 # all arms at 16k
+    python scripts/bench_quality.py --arms softmax mhe mhp --vocab-size 32000
+    python scripts/bench_quality.py --plot-only results/quality_spm16000.json
+
+Arms: softmax and adaptive (stock fairseq), mhe and mhp (the plugin's defaults: joint label
+smoothing), and ablations named method/variant: mhe/per-level and mhp/per-level (the old
+per-head smoothing), mhe/tied (last level tied to the decoder input embeddings).
+Training minutes in the plot are updates x target words per update / words/s, with words/s the
+median of the arm's own training log (take them from a quiet machine to compare speeds).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from recipes import pipeline  # noqa: E402
+from recipes.commands import generate_command, train_command  # noqa: E402
+from recipes.libreoffice_de_en import run as libreoffice  # noqa: E402
+from recipes.vocab import load_segmenter  # noqa: E402
+from scripts.bench_translation import device_name, recipe_config, run_measured  # noqa: E402
+
+#: arm name -> (method, variant, extra fairseq-train options)
+ARMS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
+    "softmax": ("softmax", "", ()),
+    "mhe": ("mhe", "", ()),
+    "mhp": ("mhp", "", ()),
+    "adaptive": ("adaptive", "", ()),
+    "mhe/per-level": ("mhe", "per-level", ("--mhce-smoothing", "per-level")),
+    "mhp/per-level": ("mhp", "per-level", ("--mhce-smoothing", "per-level")),
+    "mhe/tied": ("mhe", "tied", ("--mhe-tie-label-embeddings",)),
+}
+
+
+def arm_dir(work: Path, arm: str) -> Path:
+    """runs of one arm: WORK/arms/<method>[-<variant>]."""
+    return work / "arms" / arm.replace("/", "-")
+
+
+def checkpoint_at(checkpoints: Path, updates: int) -> Optional[Path]:
+    """fairseq's interval checkpoint checkpoint_<epoch>_<updates>.pt, if saved."""
+    found = sorted(checkpoints.glob(f"checkpoint_*_{updates}.pt"))
+    return found[0] if found else None
+
+
+def train_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Namespace) -> None:
+    """Train (or resume) one arm up to --max-update, saving every --interval updates."""
+    method, _variant, extra = ARMS[arm]
+    checkpoints = run_dir / "checkpoints"
+    wanted = range(args.interval, args.max_update + 1, args.interval)
+    if all(checkpoint_at(checkpoints, u) for u in wanted):
+        pipeline.say(arm, f"all {len(wanted)} checkpoints exist, training skipped")
+        return
+    settings = replace(cfg.train, mode=method)
+    cmd = train_command(cfg.bin, checkpoints, settings, pipeline.target_vocab_size(cfg))
+    cmd += ["--save-interval-updates", str(args.interval), "--keep-interval-updates", "-1", *extra]
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    attempt = len(list(run_dir.glob("train-*.out")))
+    run_measured(cmd, run_dir / f"train-{attempt}.out")  # fairseq appends to checkpoints/train.log
+
+
+def log_numbers(train_log: Path) -> Dict[str, object]:
+    """From fairseq's train.log: median words/s and words per update of the training intervals,
+    and the validation ppl at each update where fairseq validated."""
+    text = train_log.read_text(errors="replace") if train_log.exists() else ""
+    wps = [float(v) for v in re.findall(r"\bwps=([\d.]+)", text)][1:]
+    wpb = [float(v) for v in re.findall(r"\bwpb=([\d.]+)", text)]
+    valid: Dict[int, float] = {}
+    for line in text.splitlines():
+        if "valid on 'valid' subset" in line:
+            ppl, updates = re.search(r"\| ppl ([\d.]+)", line), re.search(r"\| num_updates (\d+)", line)
+            if ppl and updates:
+                valid[int(updates.group(1))] = float(ppl.group(1))
+    return {"wps": statistics.median(wps) if wps else None,
+            "wpb": statistics.median(wpb) if wpb else None, "valid_ppl": valid}
+
+
+def decode_checkpoint(cfg: pipeline.Config, method: str, checkpoint: Path, out_dir: Path,
+                      topk: str) -> Dict[str, object]:
+    """Beam search over the whole test set, desegment in order, sacreBLEU with brevity penalty."""
+    from sacrebleu.metrics import BLEU
+
+    cmd = generate_command(cfg.bin, checkpoint, out_dir, method, beam=cfg.beam, batch_size=cfg.batch_size,
+                           topk_groups=topk, cpu=cfg.train.cpu)
+    run_measured(cmd, out_dir / "generate.log")
+    output = (out_dir / "generate-test.txt").read_text(encoding="utf-8")
+    expected = len(pipeline.read_lines(cfg.data / f"test.{cfg.src}"))
+    hyps = pipeline.ordered_hypotheses(output, expected)
+    segmenter = load_segmenter(cfg.segmenter_path(cfg.tgt))
+    pipeline.write_lines(out_dir / "hyp.txt", [segmenter.decode(h.split()) for h in hyps])
+    refs = pipeline.read_lines(cfg.data / f"test.{cfg.tgt}")
+    bleu = BLEU().corpus_score(pipeline.read_lines(out_dir / "hyp.txt"), [refs])
+    scores = pipeline.score_files(out_dir / "hyp.txt", cfg.data / f"test.{cfg.tgt}")
+    speed = re.search(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s \(([\d.]+) sentences/s, "
+                      r"([\d.]+) tokens/s\)", output + (out_dir / "generate.log").read_text(errors="replace"))
+    return {
+        "bleu": scores["bleu"], "chrf": scores["chrf"], "bp": round(bleu.bp, 3),
+        "hyp_ref_ratio": round(bleu.sys_len / bleu.ref_len, 3), "sentences": expected,
+        "decode_sentences_per_s": float(speed.group(4)) if speed else None,
+        "decode_tokens_per_s": float(speed.group(5)) if speed else None,
+        "bleu_signature": scores["bleu_signature"], "bleu_detail": scores["bleu_detail"],
+    }
+
+
+def score_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Namespace,
+              records: List[Dict[str, object]], save) -> None:
+    """Decode and score every saved curve checkpoint that has no record yet."""
+    method, variant, extra = ARMS[arm]
+    vocab = pipeline.target_vocab_size(cfg)
+    numbers = log_numbers(run_dir / "checkpoints" / "train.log")
+    for updates in range(args.interval, args.max_update + 1, args.interval):
+        key = (vocab, method, variant, updates)
+        if any((r["vocab"], r["method"], r["variant"], r["updates"]) == key for r in records):
+            continue
+        checkpoint = checkpoint_at(run_dir / "checkpoints", updates)
+        if checkpoint is None:
+            continue
+        topk = args.topk_groups if method in ("mhe", "mhp") else "full"
+        record: Dict[str, object] = {
+            "vocab": vocab, "vocab_tag": cfg.vocab_tag, "method": method, "variant": variant,
+            "updates": updates, "arm_options": " ".join(extra), "device": device_name(),
+            "valid_ppl": numbers["valid_ppl"].get(updates),
+            "train_words_per_s": round(numbers["wps"], 1) if numbers["wps"] else None,
+            "train_words_per_update": round(numbers["wpb"], 1) if numbers["wpb"] else None,
+        }
+        if numbers["wps"] and numbers["wpb"]:
+            record["train_minutes"] = round(updates * numbers["wpb"] / numbers["wps"] / 60, 1)
+        record.update(decode_checkpoint(cfg, method, checkpoint, run_dir / f"gen-{updates}", topk))
+        records.append(record)
+        save(records)
+        print(json.dumps({k: record[k] for k in ("method", "variant", "updates", "bleu", "chrf", "bp",
+                                                  "valid_ppl")}), flush=True)
+
+
+def curve_label(r: Dict[str, object]) -> str:
+    return r["method"] + (f"/{r['variant']}" if r["variant"] else "")
+
+
+def markdown_table(records: Sequence[Dict[str, object]]) -> str:
+    """One row per record, arms in their first-seen order, updates ascending."""
+    cols = [("vocab", "V"), ("arm", "arm"), ("updates", "updates"), ("train_minutes", "train min"),
+            ("train_words_per_s", "train words/s"), ("valid_ppl", "valid ppl"), ("bleu", "BLEU"),
+            ("chrf", "chrF"), ("bp", "BP"), ("hyp_ref_ratio", "hyp/ref"),
+            ("decode_sentences_per_s", "decode sent/s"), ("decode_tokens_per_s", "decode tok/s")]
+    order = {label: i for i, label in enumerate(dict.fromkeys(curve_label(r) for r in records))}
+    rows = sorted(records, key=lambda r: (r["vocab"], order[curve_label(r)], r["updates"]))
+    lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for key, _ in cols:
+            value = curve_label(r) if key == "arm" else r.get(key)
+            cells.append("" if value is None else f"{value:,}" if isinstance(value, int) else str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    if rows:
+        lines += ["", f"BLEU signature: `{rows[0]['bleu_signature']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(records: Sequence[Dict[str, object]], path: Path) -> None:
+    """BLEU against updates and against training minutes, one line per arm and vocabulary."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    curves = sorted({(r["vocab"], curve_label(r)) for r in records})
+    for i, (vocab, label) in enumerate(curves):
+        points = sorted((r for r in records if (r["vocab"], curve_label(r)) == (vocab, label)),
+                        key=lambda r: r["updates"])
+        style = dict(marker="o", color=f"C{i % 10}", label=f"{label} (V={vocab:,})",
+                     linestyle="-" if "/" not in label else "--")
+        axes[0].plot([r["updates"] for r in points], [r["bleu"] for r in points], **style)
+        timed = [r for r in points if r.get("train_minutes")]
+        axes[1].plot([r["train_minutes"] for r in timed], [r["bleu"] for r in timed], **style)
+    axes[0].set_xlabel("updates")
+    axes[1].set_xlabel("training minutes (updates x words/update / words/s)")
+    for ax in axes:
+        ax.set_ylabel("test BLEU")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=REPO / "recipes" / "libreoffice_de_en" / "work")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS),
+                        help="in this order (default: all)")
+    parser.add_argument("--vocab-size", type=int, default=16000, help="joint sentencepiece vocabulary")
+    parser.add_argument("--max-update", type=int, default=3000)
+    parser.add_argument("--interval", type=int, default=500, help="updates between scored checkpoints")
+    parser.add_argument("--warmup-updates", type=int, default=1000)
+    parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences per decoding batch")
+    parser.add_argument("--topk-groups", default="8", help="coarse-to-fine G for mhe/mhp")
+    parser.add_argument("--out", type=Path, default=REPO / "results", help="where JSON/markdown/PNG go")
+    parser.add_argument("--plot-only", type=Path, metavar="JSON", help="redraw table and plot, train nothing")
+    args = parser.parse_args(argv)
+    if args.interval < 1 or args.max_update < args.interval:
+        parser.error(f"--interval must be >= 1 and <= --max-update, got {args.interval} and {args.max_update}")
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
+    args = parse_args(argv)
+    if args.plot_only:
+        records = json.loads(args.plot_only.read_text())
+        args.plot_only.with_suffix(".md").write_text(markdown_table(records))
+        plot(records, args.plot_only.with_suffix(".png"))
+        return records
+    bench = argparse.Namespace(work_dir=args.work_dir, vocab_size=args.vocab_size, max_update=args.max_update,
+                               warmup_updates=args.warmup_updates, max_tokens=args.max_tokens, seed=args.seed,
+                               train_minutes=0, batch_size=args.batch_size, bf16=False)
+    cfg, recipe_args = recipe_config(bench)
+    libreoffice.stage_extract(cfg, recipe_args)
+    pipeline.stage_spm(cfg)
+    pipeline.stage_binarize(cfg)
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / f"quality_{cfg.vocab_tag}.json"
+    records: List[Dict[str, object]] = json.loads(json_path.read_text()) if json_path.exists() else []
+
+    def save(current: List[Dict[str, object]]) -> None:
+        json_path.write_text(json.dumps(current, indent=2) + "\n")
+        json_path.with_suffix(".md").write_text(markdown_table(current))
+
+    work = cfg.work_dir / f"quality-{cfg.vocab_tag}"
+    for arm in args.arms:
+        run_dir = arm_dir(work, arm)
+        train_arm(cfg, arm, run_dir, args)
+        score_arm(cfg, arm, run_dir, args, records, save)
+        plot(records, json_path.with_suffix(".png"))
+    print(markdown_table(records))
+    print(f"wrote {json_path}, .md, .png")
+    return records
+
+
+if __name__ == "__main__":
+    main()

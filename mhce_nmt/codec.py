@@ -186,6 +186,62 @@ class LabelCodec:
         return torch.arange(self.vocab_size, device=device)
 
 
+def check_shortlist(vocab_size: int, shortlist: int) -> None:
+    """A shortlist of N ids leaves at least 2 ids to the factored tail."""
+    if not 1 <= shortlist <= vocab_size - 2:
+        raise CodecError(
+            f"--mhce-shortlist {shortlist} is out of range for a vocabulary of {vocab_size}: it "
+            f"must be between 1 and {vocab_size - 2} (at least 2 ids must stay in the factored "
+            "tail), or 0 for no shortlist.")
+
+
+class ShortlistCodec:
+    """ids < N are level-1 classes of their own (a frequent-token shortlist); id >= N is the tail
+    id t = id - N, written in the mixed-radix digits of `tail` (a LabelCodec over V - N ids).
+
+    fairseq dictionaries put the special symbols first and then sort by frequency, so ids < N are
+    the specials and the most frequent tokens. Coarse levels and their prefixes are the tail's.
+    """
+
+    def __init__(self, vocab_size: int, shortlist: int, tail: LabelCodec):
+        check_shortlist(vocab_size, shortlist)
+        if tail.vocab_size != vocab_size - shortlist:
+            raise CodecError(f"tail codec {tail} must code the {vocab_size - shortlist} ids past the shortlist.")
+        self.vocab_size = int(vocab_size)
+        self.shortlist = int(shortlist)
+        self.tail = tail
+
+    @classmethod
+    def build(cls, vocab_size: int, shortlist: int, head_sizes: Optional[Union[str, Sequence[int]]] = None,
+              num_heads: int = 2) -> "ShortlistCodec":
+        """The tail codec over V - N ids from explicit or automatic head sizes."""
+        check_shortlist(vocab_size, shortlist)
+        return cls(vocab_size, shortlist, LabelCodec.build(vocab_size - shortlist, head_sizes, num_heads))
+
+    @property
+    def head_sizes(self) -> List[int]:
+        return self.tail.head_sizes
+
+    @property
+    def num_heads(self) -> int:
+        return self.tail.num_heads
+
+    @property
+    def num_prefixes(self) -> List[int]:
+        return self.tail.num_prefixes
+
+    def spec(self) -> List[int]:
+        """[V, N, K_1, ..., K_H]."""
+        return [self.vocab_size, self.shortlist, *self.tail.head_sizes]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ShortlistCodec) and self.spec() == other.spec()
+
+    def __repr__(self) -> str:
+        return (f"ShortlistCodec(V={self.vocab_size}, shortlist={self.shortlist}, "
+                f"tail heads={'x'.join(map(str, self.tail.head_sizes))})")
+
+
 def codec_from_spec(spec: Iterable[int]) -> LabelCodec:
     """Inverse of LabelCodec.spec()."""
     values = [int(v) for v in spec]

@@ -4,6 +4,8 @@ Default (--mhce-smoothing joint): fairseq's label_smoothed_cross_entropy on the 
 distribution, 1-eps on the gold id and eps/(V-1) on every other id (MHE: an unbiased estimate of
 the uniform term from --mhce-smoothing-groups sampled groups). per-level: fairseq's formula inside
 every head. nll_loss = exact -log p(y), logged in base 2 like fairseq's, so `ppl` is comparable.
+MHS training scores a sampled softmax (LossTerms.sampled): its -log p(y) over the sampled groups is
+logged as sampled_nll_loss instead, with no ppl; validation (eval mode) is exact, nll_loss and ppl.
 """
 
 import math
@@ -31,7 +33,7 @@ class MHCECrossEntropyConfig(FairseqDataclass):
     mhce_smoothing: str = field(
         default="joint", metadata={"help": "joint: fairseq's smoothing of the joint distribution "
                                    "(eps/(V-1) per non-gold id); per-level: fairseq's formula "
-                                   "inside every head", "choices": list(SMOOTHINGS)})
+                                   "inside every head"})
     mhce_smoothing_groups: int = field(
         default=DEFAULT_SMOOTHING_GROUPS,
         metadata={"help": "mhe with joint smoothing: groups per level sampled to estimate the "
@@ -105,7 +107,7 @@ class MHCECrossEntropyCriterion(FairseqCriterion):
         sample_size = sample["target"].size(0) if self.sentence_avg else ntokens
         logging_output = {
             "loss": loss.data,
-            "nll_loss": nll.data,
+            "sampled_nll_loss" if terms.sampled else "nll_loss": nll.data,
             "ntokens": ntokens,
             "nsentences": sample["target"].size(0),
             "sample_size": sample_size,
@@ -118,14 +120,18 @@ class MHCECrossEntropyCriterion(FairseqCriterion):
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
-        """loss/nll_loss in base 2 (ppl = 2^nll_loss); accuracy = all heads right; acc_hN per head."""
+        """loss/nll_loss in base 2 (ppl = 2^nll_loss, only from the exact nll_loss, never from
+        sampled_nll_loss); accuracy = all heads right; acc_hN per head."""
         def total(key):
             return utils.item(sum(log.get(key, 0) for log in logging_outputs))
 
         sample_size, ntokens = total("sample_size"), total("ntokens")
         metrics.log_scalar("loss", total("loss") / sample_size / math.log(2), sample_size, round=3)
-        metrics.log_scalar("nll_loss", total("nll_loss") / ntokens / math.log(2), ntokens, round=3)
-        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
+        for key in ("nll_loss", "sampled_nll_loss"):
+            if any(key in log for log in logging_outputs):
+                metrics.log_scalar(key, total(key) / ntokens / math.log(2), ntokens, round=3)
+        if any("nll_loss" in log for log in logging_outputs):
+            metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
         count = total("total")
         if count > 0:
             metrics.log_scalar("total", count)

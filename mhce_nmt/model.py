@@ -5,7 +5,8 @@ calls `output_projection.loss_terms` and `get_normalized_probs` calls `output_pr
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import logging
+from typing import Any, Dict, List, Optional, Union
 
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerDecoder, TransformerModel
@@ -16,15 +17,18 @@ from fairseq.models.transformer.transformer_legacy import (
     transformer_wmt_en_de,
 )
 
-from .codec import LabelCodec
+from .codec import LabelCodec, ShortlistCodec
 from .errors import MHCEConfigError
 from .output import MODES, FactoredOutput, build_output_layer
 
 OUTPUT_KEY = "decoder.output_projection."
 
+logger = logging.getLogger(__name__)
 
-def codec_from_args(args: Any, vocab_size: int) -> LabelCodec:
-    """The codec the arguments describe for a target dictionary of `vocab_size` entries.
+
+def codec_from_args(args: Any, vocab_size: int) -> Union[LabelCodec, ShortlistCodec]:
+    """The codec the arguments describe for a target dictionary of `vocab_size` entries
+    (a ShortlistCodec when --mhce-shortlist N > 0: the heads then code the V - N tail ids).
 
     A codec stored with a model (mhce_vocab_size) must match the dictionary it is loaded with.
     """
@@ -35,8 +39,11 @@ def codec_from_args(args: Any, vocab_size: int) -> LabelCodec:
             f"{args.mhce_heads}, but the target dictionary given has {vocab_size}: load it with the "
             "same data-bin (dict.<tgt>.txt) it was trained on."
         )
-    return LabelCodec.build(vocab_size, getattr(args, "mhce_heads", None),
-                            int(getattr(args, "mhce_num_heads", 2)))
+    heads, num_heads = getattr(args, "mhce_heads", None), int(getattr(args, "mhce_num_heads", 2))
+    shortlist = int(getattr(args, "mhce_shortlist", 0) or 0)
+    if shortlist:
+        return ShortlistCodec.build(vocab_size, shortlist, heads, num_heads)
+    return LabelCodec.build(vocab_size, heads, num_heads)
 
 
 def validate_args(args: Any) -> None:
@@ -58,6 +65,48 @@ def validate_args(args: Any) -> None:
         )
     if getattr(args, "mhe_tie_label_embeddings", False) and mode != "mhe":
         raise MHCEConfigError("--mhe-tie-label-embeddings needs --mhce-mode mhe.")
+    shortlist = getattr(args, "mhce_shortlist", 0) or 0
+    if shortlist < 0:
+        raise MHCEConfigError(f"--mhce-shortlist {shortlist} must be >= 0 (0 = no shortlist).")
+    if shortlist and mode not in ("mhp", "mhe"):
+        raise MHCEConfigError(
+            f"--mhce-shortlist applies to --mhce-mode mhp and mhe, not {mode}: {mode} already scores "
+            "every id with one softmax. Drop --mhce-shortlist.")
+    if shortlist and getattr(args, "mhe_tie_label_embeddings", False):
+        raise MHCEConfigError(
+            "--mhe-tie-label-embeddings cannot be combined with --mhce-shortlist: the tail's last "
+            "level covers only the ids past the shortlist. Drop one of the two options.")
+    note = untied_output_note(args, mode)
+    if note:
+        logger.warning(note)
+
+
+def untied_output_note(args: Any, mode: str) -> Optional[str]:
+    """The warning for --share-all-embeddings with an output layer it cannot tie, else None.
+
+    fairseq's --share-all-embeddings shares the encoder and decoder input embeddings (that still
+    happens) and ties the output projection to them; MHP heads are not a V x d matrix, and MHE
+    ties only with --mhe-tie-label-embeddings (its last level's label embeddings).
+    """
+    if not getattr(args, "share_all_embeddings", False):
+        return None
+    if mode == "mhp":
+        return ("--share-all-embeddings with --mhce-mode mhp: the encoder and decoder input "
+                "embeddings are shared, the output layer is not tied (its heads are not a V x d matrix).")
+    if mode == "mhe" and not getattr(args, "mhe_tie_label_embeddings", False):
+        return ("--share-all-embeddings with --mhce-mode mhe: the encoder and decoder input "
+                "embeddings are shared, the output layer is not tied; add --mhe-tie-label-embeddings "
+                "to tie its last level's label embeddings to them.")
+    return None
+
+
+def check_shortlist_covers_specials(args: Any, dictionary: Any) -> None:
+    """The shortlist must hold every special symbol (bos, pad, eos, unk, ...): ids < nspecial."""
+    shortlist = getattr(args, "mhce_shortlist", 0) or 0
+    if shortlist and shortlist < dictionary.nspecial:
+        raise MHCEConfigError(
+            f"--mhce-shortlist {shortlist} leaves special symbols out: the target dictionary's first "
+            f"{dictionary.nspecial} ids are specials (bos, pad, eos, unk); use at least {dictionary.nspecial}.")
 
 
 class TransformerMHCEDecoder(TransformerDecoder):
@@ -115,6 +164,9 @@ class TransformerMHCEModel(TransformerModel):
                            help="mhs: groups in each training softmax (default: 1/8 of the groups)")
         group.add_argument("--mhs-logq-correction", action="store_true",
                            help="mhs: subtract log inclusion probability from sampled groups' logits")
+        group.add_argument("--mhce-shortlist", type=int,
+                           help="mhp/mhe: the N most frequent target ids (specials included) are scored "
+                                "directly at level 1 beside the groups of the rest (default 0: none)")
         group.add_argument("--mhce-vocab-size", type=int,
                            help="set automatically: the target vocab size the codec was built for")
 
@@ -122,6 +174,7 @@ class TransformerMHCEModel(TransformerModel):
     def build_model(cls, args, task):
         mhce_base_architecture(args)
         validate_args(args)
+        check_shortlist_covers_specials(args, task.target_dictionary)
         codec = codec_from_args(args, len(task.target_dictionary))
         # store the resolved codec in the config so a checkpoint never re-derives another one
         args.mhce_heads = ",".join(map(str, codec.head_sizes))
@@ -145,22 +198,30 @@ class TransformerMHCEModel(TransformerModel):
 
 def check_output_state(expected: Dict[str, Any], found: Dict[str, Any]) -> None:
     """Clear errors for a checkpoint whose output layer differs from the model built for it."""
-    spec_key = OUTPUT_KEY + "codec_spec"
-    if spec_key in expected and spec_key in found:
-        want, got = expected[spec_key].tolist(), found[spec_key].tolist()
-        if want != got:
-            raise MHCEConfigError(
-                f"checkpoint codec (V={got[0]}, heads {'x'.join(map(str, got[1:]))}) does not match "
-                f"the model built for this dictionary (V={want[0]}, heads "
-                f"{'x'.join(map(str, want[1:]))}): use the dictionary and --mhce-* options it was trained with."
-            )
+    for spec_key in (OUTPUT_KEY + "shortlist_spec", OUTPUT_KEY + "codec_spec", OUTPUT_KEY + "tail.codec_spec"):
+        if spec_key in expected and spec_key in found:
+            want, got = expected[spec_key].tolist(), found[spec_key].tolist()
+            if want != got:
+                shortlisted = spec_key.endswith("shortlist_spec")
+                raise MHCEConfigError(
+                    f"checkpoint codec ({describe_spec(got, shortlisted)}) does not match the model built "
+                    f"for this dictionary ({describe_spec(want, shortlisted)}): use the dictionary and "
+                    "--mhce-* options it was trained with."
+                )
     want_keys = {k for k in expected if k.startswith(OUTPUT_KEY)}
     got_keys = {k for k in found if k.startswith(OUTPUT_KEY)}
     if want_keys != got_keys:
         raise MHCEConfigError(
             f"checkpoint output layer has parameters {sorted(got_keys)} but the model expects "
-            f"{sorted(want_keys)}: it was trained with another --mhce-mode or tying option."
+            f"{sorted(want_keys)}: it was trained with another --mhce-mode, --mhce-shortlist or tying option."
         )
+
+
+def describe_spec(spec: List[int], shortlisted: bool) -> str:
+    """[V, K...] -> 'V=.., heads AxB'; [V, N, K...] -> 'V=.., shortlist N, heads AxB'."""
+    heads = spec[2:] if shortlisted else spec[1:]
+    middle = f", shortlist {spec[1]}" if shortlisted else ""
+    return f"V={spec[0]}{middle}, heads {'x'.join(map(str, heads))}"
 
 
 def mhce_base_architecture(args):
@@ -173,6 +234,7 @@ def mhce_base_architecture(args):
     args.mhs_groups = getattr(args, "mhs_groups", None)
     args.mhs_logq_correction = getattr(args, "mhs_logq_correction", False)
     args.mhce_vocab_size = getattr(args, "mhce_vocab_size", None)
+    args.mhce_shortlist = getattr(args, "mhce_shortlist", None) or 0
 
 
 @register_model_architecture("transformer_mhce", "transformer_mhce")

@@ -18,6 +18,8 @@ MODEL_CONFIGS = {
     "mhe3": ["--mhce-mode", "mhe", "--mhce-heads", "4,4,4"],
     "mhp2": ["--mhce-mode", "mhp"],
     "mhs": ["--mhce-mode", "mhs", "--mhs-groups", "2"],
+    "mhe2_short": ["--mhce-mode", "mhe", "--mhce-shortlist", "10"],
+    "mhp2_short": ["--mhce-mode", "mhp", "--mhce-shortlist", "10"],
 }
 
 

@@ -56,8 +56,9 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("names", [("mhe2",), ("mhe3",), ("mhp2",), ("mhe2", "mhe2_seed2")],
-                         ids=["mhe-H2", "mhe-H3", "mhp-H2", "ensemble"])
+@pytest.mark.parametrize("names", [("mhe2",), ("mhe3",), ("mhp2",), ("mhe2", "mhe2_seed2"),
+                                   ("mhe2_short",), ("mhp2_short",)],
+                         ids=["mhe-H2", "mhe-H3", "mhp-H2", "ensemble", "mhe-shortlist", "mhp-shortlist"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_all_groups_equals_stock_generator(trained, toy_bin, names, case):
     models, task = load(trained, toy_bin, *names)
@@ -94,7 +95,8 @@ def teacher_forced_scores(model, sample, row: int, tokens: torch.Tensor) -> torc
     return lprobs.gather(1, tokens.unsqueeze(1)).squeeze(1)
 
 
-@pytest.mark.parametrize("name,groups", [("mhe2", [2]), ("mhe3", [2, 3]), ("mhp2", [1])])
+@pytest.mark.parametrize("name,groups", [("mhe2", [2]), ("mhe3", [2, 3]), ("mhp2", [1]),
+                                         ("mhe2_short", [1]), ("mhp2_short", [2])])
 def test_pruned_decoding_scores_are_exact(trained, toy_bin, name, groups):
     models, task = load(trained, toy_bin, name)
     vocab = len(task.target_dictionary)

@@ -1,28 +1,41 @@
 """Output layers behind one interface (see base.FactoredOutput); `build_output_layer` picks one."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from torch import nn
 
-from ..codec import LabelCodec
+from ..codec import LabelCodec, ShortlistCodec
 from ..errors import MHCEConfigError
 from .base import CascadeOutput, FactoredOutput, LevelScores, LossTerms
 from .loss import FactoredLoss, factored_loss
 from .mhe import MHEOutput
 from .mhp import MHPOutput
 from .mhs import MHSOutput
+from .shortlist import ShortlistOutput
 from .softmax import SoftmaxOutput
 
 MODES = ("mhp", "mhe", "mhs", "softmax")
 
 
-def build_output_layer(mode: str, codec: LabelCodec, input_dim: int, *,
+def build_output_layer(mode: str, codec: Union[LabelCodec, ShortlistCodec], input_dim: int, *,
                        embed_dim: Optional[int] = None,
                        tied_weight: Optional[nn.Parameter] = None,
                        mhs_groups: Optional[int] = None,
                        mhs_logq_correction: bool = False) -> FactoredOutput:
-    """The output layer for `mode`; tied_weight is the decoder input embedding when sharing."""
+    """The output layer for `mode`; tied_weight is the decoder input embedding when sharing.
+    A ShortlistCodec gives a ShortlistOutput around an mhp/mhe layer over its tail ids."""
+    if isinstance(codec, ShortlistCodec):
+        if mode not in ("mhp", "mhe"):
+            raise MHCEConfigError(
+                f"--mhce-shortlist applies to --mhce-mode mhp and mhe, not {mode}: {mode} already "
+                "scores every id with one softmax. Drop --mhce-shortlist.")
+        if tied_weight is not None:
+            raise MHCEConfigError(
+                "--mhe-tie-label-embeddings cannot be combined with --mhce-shortlist: the tail's last "
+                "level covers only the ids past the shortlist. Drop one of the two options.")
+        tail = build_output_layer(mode, codec.tail, input_dim, embed_dim=embed_dim)
+        return ShortlistOutput(codec, input_dim, tail)
     if mode == "mhp":
         return MHPOutput(codec, input_dim)
     if mode == "mhe":
@@ -37,4 +50,5 @@ def build_output_layer(mode: str, codec: LabelCodec, input_dim: int, *,
 __all__ = [
     "MODES", "build_output_layer", "FactoredOutput", "CascadeOutput", "LevelScores", "LossTerms",
     "FactoredLoss", "factored_loss", "MHPOutput", "MHEOutput", "MHSOutput", "SoftmaxOutput",
+    "ShortlistOutput",
 ]

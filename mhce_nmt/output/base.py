@@ -23,12 +23,15 @@ from ..errors import MHCEConfigError
 class LevelScores:
     """Unnormalised scores of one level (head) for N tokens.
 
-    logits (N, C); target (N,) column of the gold class; valid: bool (N, C) or (C,), None = all.
+    logits (N, C); target (N,) column of the gold class; valid: bool (N, C) or (C,), None = all;
+    active: bool (N,), the tokens whose path passes this level (None = all; a shortlisted id
+    ends at level 1).
     """
 
     logits: Tensor
     target: Tensor
     valid: Optional[Tensor] = None
+    active: Optional[Tensor] = None
 
 
 @dataclass
@@ -106,6 +109,10 @@ class CascadeOutput(FactoredOutput):
     """
 
     supports_coarse_to_fine = True
+
+    def level1_scores(self, x: Tensor) -> Tensor:
+        """x (N, d) -> (N, K_1) raw level-1 scores, -inf on invalid classes."""
+        raise NotImplementedError
 
     def prepare(self, x: Tensor, temperature: float) -> object:
         """Per-row work shared by all levels (head logits, projected states)."""

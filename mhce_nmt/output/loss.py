@@ -60,13 +60,19 @@ def factored_loss(terms: LossTerms, epsilon: float, smoothing: str = "joint") ->
             valid = valid.expand_as(level.logits)
         lprobs = masked_log_softmax(level.logits, valid)  # (N, C) fp32
         level_nll = -lprobs.gather(1, level.target.unsqueeze(1)).squeeze(1)
+        correct = lprobs.argmax(dim=-1) == level.target
+        if level.active is not None:  # tokens whose path ends before this level
+            level_nll = level_nll.masked_fill(~level.active, 0.0)
+            correct = correct | ~level.active
         if per_level:
             finite = lprobs if valid is None else lprobs.masked_fill(~valid, 0.0)
             n_valid = lprobs.size(1) if valid is None else valid.sum(-1)
             level_loss = smoothed_nll(level_nll, -finite.sum(dim=-1), n_valid, epsilon)
+            if level.active is not None:
+                level_loss = level_loss.masked_fill(~level.active, 0.0)
             loss = level_loss if loss is None else loss + level_loss
         nll = level_nll if nll is None else nll + level_nll
-        level_correct.append(lprobs.argmax(dim=-1) == level.target)
+        level_correct.append(correct)
     if terms.log_normalizer is not None:
         nll = nll + terms.log_normalizer
         loss = None if loss is None else loss + terms.log_normalizer

@@ -170,6 +170,11 @@ class MHEOutput(CascadeOutput):
         f = f.masked_fill(drawn.unsqueeze(0) == parents.unsqueeze(1), 0.0)
         return f.sum(-1) * (total / drawn.numel())
 
+    def level1_scores(self, x: Tensor) -> Tensor:
+        scores = self.level1(x)
+        mask = self._level1_mask()
+        return scores if mask is None else scores.masked_fill(~mask, float("-inf"))
+
     def prepare(self, x: Tensor, temperature: float) -> _CascadeState:
         lp1 = masked_log_softmax(self.level1(x), self._level1_mask(), temperature)
         states = [proj(x) for proj in self.projections]

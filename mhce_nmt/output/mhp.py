@@ -80,6 +80,10 @@ class MHPOutput(CascadeOutput):
         return LossTerms(levels=levels, log_normalizer=log_z, log_prob_sum=log_prob_sum,
                          num_classes=self.codec.vocab_size)
 
+    def level1_scores(self, x: Tensor) -> Tensor:
+        """Head 1's logits (every class of a head is valid; Z handles invalid codes)."""
+        return self.head_logits(x)[0]
+
     def prepare(self, x: Tensor, temperature: float) -> _HeadState:
         logits = self.head_logits(x)
         lps = [torch.log_softmax(at_least_fp32(l) / temperature, dim=-1) for l in logits]

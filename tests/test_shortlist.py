@@ -1,0 +1,163 @@
+"""The frequent-token shortlist (ShortlistOutput) against brute force over all V ids.
+
+References are built from the parameters in float64: for MHE the one level-1 softmax over the
+shortlist logits and the tail's valid groups, then the tail's levels (brute-force valid sets);
+for MHP the gate [shortlist ; logsumexp(head 1)] times the brute-force head product of the tail.
+Losses are checked against fairseq's own label_smoothed_nll_loss on those log-probs.
+"""
+import itertools
+
+import pytest
+import torch
+from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
+
+from mhce_nmt.codec import CodecError, LabelCodec, ShortlistCodec
+from mhce_nmt.errors import MHCEConfigError
+from mhce_nmt.output import ShortlistOutput, build_output_layer, factored_loss
+from test_output_layers import (
+    CODECS, D, inputs, linear64, randomise, ref_joint_from_levels, ref_loss, ref_mhe_levels, ref_mhp,
+    smoothed, valid_prefix_sets,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CASES = [("mhe", "h2_waste", 4), ("mhe", "h3_waste", 1), ("mhe", "h2_exact", 7),
+         ("mhp", "h2_waste", 4), ("mhp", "h3_waste", 3), ("mhp", "h3_exact", 5)]
+
+
+def make_shortlist(mode, cname, shortlist, seed=0, embed_dim=None):
+    """A ShortlistOutput whose tail has the named test codec (V = shortlist + tail V)."""
+    tail_v, sizes = CODECS[cname]
+    codec = ShortlistCodec(shortlist + tail_v, shortlist, LabelCodec(tail_v, sizes))
+    torch.manual_seed(seed)
+    return randomise(build_output_layer(mode, codec, D, embed_dim=embed_dim), seed)
+
+
+def ref_shortlist(m, x, temperature=1.0):
+    """(N, V) exact log-probs from the parameters, float64."""
+    x64 = x.double()
+    tail = m.tail
+    a = linear64(x64, m.short) / temperature
+    if m.tail.__class__.__name__ == "MHEOutput":
+        valid_groups = sorted(valid_prefix_sets(tail.codec.vocab_size, tail.codec.head_sizes)[1])
+        b = linear64(x64, tail.level1)[:, valid_groups] / temperature
+        level1 = torch.log_softmax(torch.cat([a, b], 1), -1)  # one softmax over N_s + groups
+        levels = ref_mhe_levels(tail, x, temperature)
+        levels[(1, 0)] = (valid_groups, level1[:, m.codec.shortlist:])
+        tail_lp = ref_joint_from_levels(levels, tail.codec.vocab_size, tail.codec.head_sizes)
+        return torch.cat([level1[:, :m.codec.shortlist], tail_lp], 1)
+    k1 = tail.codec.head_sizes[0]
+    b = linear64(x64, tail.heads)[:, :k1] / temperature
+    gate = torch.log_softmax(torch.cat([a, torch.logsumexp(b, -1, keepdim=True)], 1), -1)
+    return torch.cat([gate[:, :-1], gate[:, -1:] + ref_mhp(tail, x, temperature)[2]], 1)
+
+
+def every_id(v, n):
+    return (torch.arange(n) * 3) % v
+
+
+@pytest.mark.parametrize("mode,cname,shortlist", CASES)
+@pytest.mark.parametrize("temperature", [1.0, 1.7])
+def test_log_probs_match_brute_force(mode, cname, shortlist, temperature):
+    m = make_shortlist(mode, cname, shortlist).eval()
+    v = m.codec.vocab_size
+    x, _ = inputs(6, v)
+    lp = m.log_probs(x, temperature)
+    assert lp.shape == (6, v) and torch.isfinite(lp).all()
+    torch.testing.assert_close(lp.double(), ref_shortlist(m, x, temperature), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lp.double().exp().sum(-1), torch.ones(6, dtype=torch.float64), atol=1e-5, rtol=0)
+    ids = torch.randint(0, v, (6, 9), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(m.score(x, ids, temperature), lp.gather(1, ids), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode,cname,shortlist", CASES)
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_joint_loss_equals_fairseq_on_exact_log_probs(mode, cname, shortlist, eps):
+    m = make_shortlist(mode, cname, shortlist)
+    v = m.codec.vocab_size
+    x, _ = inputs(40, v, seed=2)
+    y = every_id(v, 40)
+    x1 = x.clone().requires_grad_(True)
+    res = factored_loss(m.loss_terms(x1, y, sum_groups=0), eps, "joint")
+    lprobs = ref_shortlist(m, x)
+    want, want_nll = label_smoothed_nll_loss(lprobs, y.unsqueeze(-1), eps, ignore_index=None, reduce=False)
+    torch.testing.assert_close(res.nll.double(), want_nll.view(-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(res.loss.double(), want.view(-1), atol=1e-5, rtol=1e-5)
+    # gradients against autograd through fairseq's loss on the implementation's full log-probs
+    got = torch.autograd.grad(res.loss.sum(), [x1] + list(m.parameters()))
+    x2 = x.clone().requires_grad_(True)
+    ref = label_smoothed_nll_loss(m.log_probs(x2), y.unsqueeze(-1), eps, ignore_index=None, reduce=True)[0]
+    for g, r in zip(got, torch.autograd.grad(ref, [x2] + list(m.parameters()))):
+        torch.testing.assert_close(g, r, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode,cname,shortlist", [("mhe", "h3_waste", 2), ("mhp", "h2_waste", 4)])
+def test_per_level_loss_matches_reference(mode, cname, shortlist):
+    """per-level: fairseq's formula in the gate (N_s + 1 classes), then in each tail level for
+    tail tokens only."""
+    m = make_shortlist(mode, cname, shortlist)
+    v, n_short = m.codec.vocab_size, m.codec.shortlist
+    x, _ = inputs(30, v, seed=4)
+    y = every_id(v, 30)
+    res = factored_loss(m.loss_terms(x, y), 0.1, "per-level")
+    a = linear64(x.double(), m.short)
+    if mode == "mhe":
+        groups = sorted(valid_prefix_sets(m.tail.codec.vocab_size, m.tail.codec.head_sizes)[1])
+        b = linear64(x.double(), m.tail.level1)[:, groups]
+    else:
+        b = linear64(x.double(), m.tail.heads)[:, :m.tail.codec.head_sizes[0]]
+    gate = torch.log_softmax(torch.cat([a, torch.logsumexp(b, -1, keepdim=True)], 1), -1)
+    tail_loss = ref_loss(m.tail, x, (y - n_short).clamp(min=0), 0.1)
+    want = [smoothed(gate[i], int(t) if t < n_short else n_short, 0.1) + (0 if t < n_short else tail_loss[i])
+            for i, t in enumerate(y.tolist())]
+    torch.testing.assert_close(res.loss.double(), torch.stack(want), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cname,shortlist,groups", [("h2_waste", 3, 2), ("h3_waste", 2, 1)])
+def test_mhe_sampled_uniform_term_is_unbiased(monkeypatch, cname, shortlist, groups):
+    m = make_shortlist("mhe", cname, shortlist)
+    v = m.codec.vocab_size
+    x, _ = inputs(20, v, seed=6)
+    y = every_id(v, 20)
+    tail = m.tail
+    draws = list(itertools.product(*[itertools.combinations(range(tail.codec.num_prefixes[h - 2]), groups)
+                                     for h in range(2, tail.codec.num_heads + 1)]))
+    losses = []
+    for draw in draws:
+        monkeypatch.setattr(tail, "sample_parents", lambda level, k, device, draw=draw: torch.tensor(draw[level - 2]))
+        losses.append(factored_loss(m.loss_terms(x, y, sum_groups=groups), 0.2, "joint").loss.double())
+    want = label_smoothed_nll_loss(ref_shortlist(m, x), y.unsqueeze(-1), 0.2, ignore_index=None, reduce=False)[0]
+    torch.testing.assert_close(torch.stack(losses).mean(0), want.view(-1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode,cname,shortlist", CASES)
+def test_candidates(mode, cname, shortlist):
+    """All groups kept: every id once with its exact score. Pruned: every shortlisted id is still
+    a candidate, and every candidate's score is exact."""
+    m = make_shortlist(mode, cname, shortlist).eval()
+    v, n_short = m.codec.vocab_size, m.codec.shortlist
+    x, _ = inputs(5, v, seed=8)
+    lp = m.log_probs(x)
+    ids, scores = m.candidates(x, None)
+    for row in range(5):
+        finite = torch.isfinite(scores[row])
+        assert sorted(ids[row][finite].tolist()) == list(range(v))
+    torch.testing.assert_close(scores[torch.isfinite(scores)], lp.gather(1, ids)[torch.isfinite(scores)])
+    ids, scores = m.candidates(x, [1])
+    finite = torch.isfinite(scores)
+    assert (ids[:, :n_short] == torch.arange(n_short)).all() and finite[:, :n_short].all()
+    torch.testing.assert_close(scores[finite], lp.gather(1, ids)[finite])
+    assert finite.sum(1).max() < v  # the tail really was pruned
+
+
+def test_shortlist_options_are_checked():
+    with pytest.raises(CodecError, match="--mhce-shortlist 30 is out of range"):
+        ShortlistCodec.build(31, 30)
+    with pytest.raises(CodecError, match="--mhce-shortlist 0 is out of range"):
+        ShortlistCodec.build(31, 0)
+    codec = ShortlistCodec.build(100, 10, None, 2)
+    assert codec.tail.vocab_size == 90 and codec.spec() == [100, 10, *codec.tail.head_sizes]
+    assert codec == ShortlistCodec.build(100, 10, None, 2) and codec != ShortlistCodec.build(100, 11, None, 2)
+    with pytest.raises(MHCEConfigError, match="applies to --mhce-mode mhp and mhe"):
+        build_output_layer("mhs", codec, D)
+    assert isinstance(build_output_layer("mhe", codec, D), ShortlistOutput)

@@ -1,0 +1,73 @@
+"""--mhce-shortlist and --mhce-smoothing through fairseq's own commands: options reach the model
+and criterion, checkpoints carry the shortlist, bad values end in one clear line."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict
+
+import pytest
+import torch
+
+from test_bad_input import assert_one_clear_line
+from toy import build_in_process, generate, hypotheses, train_args
+
+# name -> (extra fairseq-train options, text the one error line must contain)
+ERRORS = {
+    "shortlist_without_specials": (["--mhce-shortlist", "3"], "--mhce-shortlist 3 leaves special symbols out"),
+    "shortlist_too_large": (["--mhce-shortlist", "47"], "--mhce-shortlist 47 is out of range"),
+    "shortlist_negative": (["--mhce-shortlist", "-2"], "--mhce-shortlist -2 must be >= 0"),
+    "shortlist_with_mhs": (["--mhce-mode", "mhs", "--mhce-shortlist", "8"],
+                           "--mhce-shortlist applies to --mhce-mode mhp and mhe, not mhs"),
+    "shortlist_with_tying": (["--mhe-tie-label-embeddings", "--mhce-shortlist", "8"],
+                             "--mhe-tie-label-embeddings cannot be combined with --mhce-shortlist"),
+    "unknown_smoothing": (["--mhce-smoothing", "uniform"],
+                          "--mhce-smoothing 'uniform' is unknown: choose one of joint, per-level"),
+    "negative_smoothing_groups": (["--mhce-smoothing-groups", "-1"], "--mhce-smoothing-groups -1 must be >= 0"),
+}
+
+
+@pytest.fixture(scope="module")
+def runs(cli, toy_bin, tmp_path_factory) -> Dict[str, object]:
+    root = tmp_path_factory.mktemp("shortlist_cli")
+
+    def train(name, extra, updates=1):
+        return cli.run("fairseq_cli.train", train_args(toy_bin, root / name, extra, updates=updates),
+                       check=False)
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = {name: pool.submit(train, name, extra) for name, (extra, _) in ERRORS.items()}
+        futures["ok"] = pool.submit(train, "ok", ["--mhce-shortlist", "8", "--mhce-smoothing", "per-level"], 20)
+        results = {name: f.result() for name, f in futures.items()}
+    results["generate"] = generate(toy_bin, root / "ok" / "checkpoint_last.pt", run=cli.run)
+    results["ckpt"] = root / "ok" / "checkpoint_last.pt"
+    return results
+
+
+@pytest.mark.parametrize("name", list(ERRORS))
+def test_bad_values_end_in_one_clear_line(runs, name):
+    assert_one_clear_line(runs[name], ERRORS[name][1])
+
+
+def test_shortlist_checkpoint_trains_decodes_and_carries_its_codec(runs):
+    assert runs["ok"].returncode == 0, runs["ok"].stderr[-3000:]
+    proc = runs["generate"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(hypotheses(proc.stdout)) == 60
+    import mhce_nmt  # noqa: F401  (allow-lists the checkpoint's Namespace)
+
+    state = torch.load(runs["ckpt"])
+    assert state["cfg"]["model"].mhce_shortlist == 8
+    assert state["cfg"]["criterion"]["mhce_smoothing"] == "per-level"
+    spec = state["model"]["decoder.output_projection.shortlist_spec"].tolist()
+    assert spec[:2] == [48, 8] and len(spec) == 4  # [V, N, K_1, K_2] of the 40-id tail
+
+
+@pytest.mark.parametrize("extra,smoothing,groups", [
+    ([], "joint", 8), (["--mhce-smoothing", "per-level"], "per-level", 8),
+    (["--mhce-smoothing-groups", "0"], "joint", 0)])
+def test_criterion_options_reach_the_criterion(toy_bin, extra, smoothing, groups):
+    _task, model, criterion, sample = build_in_process(toy_bin, ["--mhce-shortlist", "6", *extra])
+    assert (criterion.smoothing, criterion.smoothing_groups) == (smoothing, groups)
+    assert model.decoder.output_projection.codec.shortlist == 6
+    loss, _size, log = criterion(model, sample)
+    assert torch.isfinite(loss) and log["nll_loss"] > 0

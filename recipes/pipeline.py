@@ -367,7 +367,8 @@ def stage_score(cfg: Config) -> None:
 
 
 def score_files(hyp_file: Path, ref_file: Path) -> dict[str, object]:
-    """BLEU and chrF with their sacreBLEU signatures."""
+    """BLEU (with its brevity penalty and hypothesis/reference length ratio) and chrF, with their
+    sacreBLEU signatures."""
     from sacrebleu.metrics import BLEU, CHRF
 
     hyps, refs = read_lines(hyp_file), read_lines(ref_file)
@@ -377,8 +378,9 @@ def score_files(hyp_file: Path, ref_file: Path) -> dict[str, object]:
     bleu_score, chrf_score = bleu.corpus_score(hyps, [refs]), chrf.corpus_score(hyps, [refs])
     return {
         "bleu": round(bleu_score.score, 2), "bleu_signature": str(bleu.get_signature()),
-        "bleu_detail": str(bleu_score), "chrf": round(chrf_score.score, 2),
-        "chrf_signature": str(chrf.get_signature()), "sentences": len(hyps),
+        "bleu_detail": str(bleu_score), "bp": round(bleu_score.bp, 3),
+        "hyp_ref_ratio": round(bleu_score.sys_len / max(bleu_score.ref_len, 1), 3),
+        "chrf": round(chrf_score.score, 2), "chrf_signature": str(chrf.get_signature()), "sentences": len(hyps),
     }
 
 

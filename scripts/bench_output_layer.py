@@ -87,6 +87,8 @@ import torch
 import torch.nn.functional as F
 
 METHODS = ("softmax", "adaptive", "mhp", "mhe", "mhs")
+#: mhp/mhe with a frequent-token shortlist of --shortlist ids (not run unless named in --methods)
+SHORTLIST_METHODS = ("mhp+shortlist", "mhe+shortlist")
 MIB = 1024.0 * 1024.0
 
 
@@ -107,6 +109,7 @@ class Bench:
     def __init__(self, method: str, vocab: int, args: argparse.Namespace,
                  device: torch.device, dtype: torch.dtype):
         self.method = method
+        self.family = method.split("+")[0]  # mhe+shortlist is an mhe layer
         self.vocab = vocab
         self.args = args
         self.device = device
@@ -124,15 +127,18 @@ class Bench:
 
             self.cutoffs = adaptive_cutoffs(vocab, self.args.adaptive_cutoffs)
             return AdaptiveSoftmax(vocab, dim, list(self.cutoffs), dropout=0.0, factor=4.0)
-        from mhce_nmt.codec import LabelCodec
+        from mhce_nmt.codec import LabelCodec, ShortlistCodec
         from mhce_nmt.output import build_output_layer
 
-        codec = LabelCodec.build(vocab, None, 2)
+        if method in SHORTLIST_METHODS:
+            codec = ShortlistCodec.build(vocab, self.args.shortlist, None, 2)
+        else:
+            codec = LabelCodec.build(vocab, None, 2)
         self.codec = codec
         groups = None
         if method == "mhs":
             groups = max(1, math.ceil(codec.num_prefixes[0] / 8))
-        return build_output_layer(method, codec, dim, mhs_groups=groups)
+        return build_output_layer(self.family, codec, dim, mhs_groups=groups)
 
     def param_mb(self) -> float:
         return sum(p.numel() * p.element_size() for p in self.layer.parameters()) / MIB
@@ -165,7 +171,7 @@ class Bench:
         if self.method == "adaptive":
             lp = self.layer.get_log_prob(self.xh.unsqueeze(0), None).squeeze(0)
             return lp.topk(self.k, dim=-1)[1]
-        if self.method in ("mhp", "mhe"):
+        if self.family in ("mhp", "mhe"):
             ids, scores = self.layer.candidates(self.xh, [self.args.topk_groups])
             top, idx = scores.topk(min(self.k, scores.size(1)), dim=-1)
             return ids.gather(1, idx)
@@ -315,7 +321,8 @@ def memory_child_args(args, vocab: int, methods: List[str], extra: List[str]) ->
            "--hyps", str(args.hyps), "--beam", str(args.beam), "--topk-groups", str(args.topk_groups),
            "--zipf", str(args.zipf), "--epsilon", str(args.epsilon), "--seed", str(args.seed),
            "--adaptive-cutoffs", *map(str, args.adaptive_cutoffs), "--device", args.device,
-           "--dtype", args.dtype, "--threads", str(args.threads)]
+           "--dtype", args.dtype, "--threads", str(args.threads), "--smoothing", args.smoothing,
+           "--smoothing-groups", str(args.smoothing_groups), "--shortlist", str(args.shortlist)]
     return cmd + extra
 
 
@@ -362,7 +369,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vocab-sizes", type=int, nargs="+", default=None,
                    help="target vocabulary sizes (default 8192 32768 131072; --quick: 2048)")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+    p.add_argument("--shortlist", type=int, default=1024,
+                   help="ids scored directly at level 1 by mhp+shortlist / mhe+shortlist (default 1024)")
+    p.add_argument("--methods", nargs="+", choices=METHODS + SHORTLIST_METHODS, default=list(METHODS),
                    help="methods to run (default: all; softmax is always added as the baseline)")
     p.add_argument("--tokens", type=int, default=None, help="decoder states per training step "
                    "(default 2048; --quick: 512)")
@@ -429,7 +438,7 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def format_table(records: List[dict]) -> str:
-    head = (f"{'V':>7} {'method':<9} {'train_ms':>10} {'x':>7} {'decode_ms':>10} {'x':>7} "
+    head = (f"{'V':>7} {'method':<13} {'train_ms':>10} {'x':>7} {'decode_ms':>10} {'x':>7} "
             f"{'peak_mb':>9} {'dec_mb':>8} {'param_mb':>9}   (min train / decode ms)")
     lines = [head, "-" * len(head)]
 
@@ -439,7 +448,7 @@ def format_table(records: List[dict]) -> str:
 
     for r in records:
         lines.append(
-            f"{r['vocab']:>7} {r['method']:<9} {r['train_ms']:>10.2f} "
+            f"{r['vocab']:>7} {r['method']:<13} {r['train_ms']:>10.2f} "
             f"{r['train_speedup_vs_softmax']:>6.1f}x {r['decode_ms']:>10.2f} "
             f"{r['decode_speedup_vs_softmax']:>6.1f}x {num(r['peak_mb'], '9.1f')} "
             f"{num(r['decode_peak_mb'], '8.1f')} {r['param_mb']:>9.1f}"

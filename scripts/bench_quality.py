@@ -14,7 +14,8 @@ one, so an interrupted run resumes where it stopped (training resumes from check
 
 Arms: softmax and adaptive (stock fairseq), mhe and mhp (the plugin's defaults: joint label
 smoothing), and ablations named method/variant: mhe/per-level and mhp/per-level (the old
-per-head smoothing), mhe/tied (last level tied to the decoder input embeddings).
+per-head smoothing), mhe/tied (last level tied to the decoder input embeddings), mhe/shortlist
+and mhp/shortlist (the 1,024 most frequent ids scored directly at level 1).
 Training minutes in the plot are updates x target words per update / words/s, with words/s the
 median of the arm's own training log (take them from a quiet machine to compare speeds).
 """
@@ -24,6 +25,7 @@ import argparse
 import json
 import re
 import statistics
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -47,7 +49,17 @@ ARMS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
     "mhe/per-level": ("mhe", "per-level", ("--mhce-smoothing", "per-level")),
     "mhp/per-level": ("mhp", "per-level", ("--mhce-smoothing", "per-level")),
     "mhe/tied": ("mhe", "tied", ("--mhe-tie-label-embeddings",)),
+    "mhe/shortlist": ("mhe", "shortlist", ("--mhce-shortlist", "1024")),
+    "mhp/shortlist": ("mhp", "shortlist", ("--mhce-shortlist", "1024")),
 }
+
+
+def code_version() -> str:
+    """The repository's commit, with "+changes" when the working tree differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--", "mhce_nmt") else "")
 
 
 def arm_dir(work: Path, arm: str) -> Path:
@@ -96,8 +108,6 @@ def log_numbers(train_log: Path) -> Dict[str, object]:
 def decode_checkpoint(cfg: pipeline.Config, method: str, checkpoint: Path, out_dir: Path,
                       topk: str) -> Dict[str, object]:
     """Beam search over the whole test set, desegment in order, sacreBLEU with brevity penalty."""
-    from sacrebleu.metrics import BLEU
-
     cmd = generate_command(cfg.bin, checkpoint, out_dir, method, beam=cfg.beam, batch_size=cfg.batch_size,
                            topk_groups=topk, cpu=cfg.train.cpu)
     run_measured(cmd, out_dir / "generate.log")
@@ -106,14 +116,12 @@ def decode_checkpoint(cfg: pipeline.Config, method: str, checkpoint: Path, out_d
     hyps = pipeline.ordered_hypotheses(output, expected)
     segmenter = load_segmenter(cfg.segmenter_path(cfg.tgt))
     pipeline.write_lines(out_dir / "hyp.txt", [segmenter.decode(h.split()) for h in hyps])
-    refs = pipeline.read_lines(cfg.data / f"test.{cfg.tgt}")
-    bleu = BLEU().corpus_score(pipeline.read_lines(out_dir / "hyp.txt"), [refs])
     scores = pipeline.score_files(out_dir / "hyp.txt", cfg.data / f"test.{cfg.tgt}")
     speed = re.search(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s \(([\d.]+) sentences/s, "
                       r"([\d.]+) tokens/s\)", output + (out_dir / "generate.log").read_text(errors="replace"))
     return {
-        "bleu": scores["bleu"], "chrf": scores["chrf"], "bp": round(bleu.bp, 3),
-        "hyp_ref_ratio": round(bleu.sys_len / bleu.ref_len, 3), "sentences": expected,
+        "bleu": scores["bleu"], "chrf": scores["chrf"], "bp": scores["bp"],
+        "hyp_ref_ratio": scores["hyp_ref_ratio"], "sentences": expected,
         "decode_sentences_per_s": float(speed.group(4)) if speed else None,
         "decode_tokens_per_s": float(speed.group(5)) if speed else None,
         "bleu_signature": scores["bleu_signature"], "bleu_detail": scores["bleu_detail"],
@@ -137,6 +145,7 @@ def score_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Name
         record: Dict[str, object] = {
             "vocab": vocab, "vocab_tag": cfg.vocab_tag, "method": method, "variant": variant,
             "updates": updates, "arm_options": " ".join(extra), "device": device_name(),
+            "commit": code_version(),
             "valid_ppl": numbers["valid_ppl"].get(updates),
             "train_words_per_s": round(numbers["wps"], 1) if numbers["wps"] else None,
             "train_words_per_update": round(numbers["wpb"], 1) if numbers["wpb"] else None,

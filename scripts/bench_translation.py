@@ -125,7 +125,7 @@ def bench_method(cfg: pipeline.Config, mode: str, topk: str, exhaustive: bool) -
     if exhaustive and mode == "mhe":
         full = decode(cfg, mode, run_dir, "all")
         record.update({f"exhaustive_{k}": v for k, v in full.items()
-                       if k in ("bleu", "chrf", "decode_sentences_per_s")})
+                       if k in ("bleu", "bp", "chrf", "decode_sentences_per_s")})
     print(json.dumps(record), flush=True)
     return record
 
@@ -144,7 +144,8 @@ def markdown_table(records: Sequence[Dict[str, object]]) -> str:
             ("train_speedup_vs_softmax", "vs softmax"), ("train_wall_s", "train wall s"),
             ("train_peak_rss_mb", "peak RSS MB"), ("decode_sentences_per_s", "decode sent/s"),
             ("output_layer_params", "output-layer params"), ("valid_ppl", "valid ppl"),
-            ("bleu", "BLEU"), ("chrf", "chrF"), ("exhaustive_bleu", "BLEU exhaustive")]
+            ("bleu", "BLEU"), ("bp", "BP"), ("chrf", "chrF"), ("exhaustive_bleu", "BLEU exhaustive"),
+            ("exhaustive_bp", "BP exhaustive")]
     lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
     for r in records:
         lines.append("| " + " | ".join("" if r.get(k) is None else f"{r[k]:,}" if isinstance(r.get(k), int)

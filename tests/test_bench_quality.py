@@ -1,0 +1,82 @@
+"""The quality benchmark's bookkeeping: log parsing, checkpoint lookup, arms, table and plot
+(the training runs themselves live in scripts/bench_quality.py)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import bench_quality as bench  # noqa: E402
+
+# lines as fairseq-train's --log-file writes them (copied from a real run)
+INNER = ("epoch 001:     {n} / 213 loss=12.971, nll_loss=12.672, total=3337.3, n_correct=6.3, "
+         "ppl=6527.02, accuracy=0.189, wps={wps}, ups=0.74, wpb={wpb}, bsz=131.2, num_updates={n}, "
+         "lr=2e-05, gnorm=11.909, train_wall=13, wall=29")
+VALID = ("epoch {e:03d} | valid on 'valid' subset | loss 9.648 | nll_loss 8.864 | total 2193.54 | "
+         "ppl {ppl} | accuracy 14.921 | wps 1408.7 | wpb 2193.5 | bsz 117.4 | num_updates {n}")
+EPOCH = "epoch 001 | loss 10.8 | nll_loss 10.4 | ppl 1338.94 | wps 9999.9 | wpb 9999.9 | num_updates 213"
+
+
+def record(method, variant, updates, bleu, vocab=16004, minutes=None):
+    return {"vocab": vocab, "method": method, "variant": variant, "updates": updates, "bleu": bleu,
+            "chrf": 40.0, "bp": 0.95, "hyp_ref_ratio": 0.951, "valid_ppl": 20.0, "train_words_per_s": 2000.0,
+            "train_minutes": minutes, "decode_sentences_per_s": 30.0, "decode_tokens_per_s": 600.0,
+            "bleu_signature": "nrefs:1|tok:13a"}
+
+
+def test_log_numbers_reads_medians_and_validation_by_update(tmp_path: Path):
+    lines = [INNER.format(n=10, wps=50.0, wpb=3000.0), INNER.format(n=20, wps=2000.0, wpb=3100.0),
+             VALID.format(e=1, ppl=466.05, n=213), EPOCH, INNER.format(n=230, wps=2200.0, wpb=3200.0),
+             INNER.format(n=240, wps=2100.0, wpb=2900.0), VALID.format(e=2, ppl=120.5, n=500)]
+    log = tmp_path / "train.log"
+    log.write_text("\n".join(lines) + "\n")
+    numbers = bench.log_numbers(log)
+    assert numbers["wps"] == 2100.0  # median after the first (warm-up) interval; summaries ignored
+    assert numbers["wpb"] == 3050.0
+    assert numbers["valid_ppl"] == {213: 466.05, 500: 120.5}
+    assert bench.log_numbers(tmp_path / "missing.log") == {"wps": None, "wpb": None, "valid_ppl": {}}
+
+
+def test_checkpoint_lookup_and_arm_directories(tmp_path: Path):
+    (tmp_path / "checkpoint_3_500.pt").write_bytes(b"")
+    (tmp_path / "checkpoint_5_1000.pt").write_bytes(b"")
+    assert bench.checkpoint_at(tmp_path, 500).name == "checkpoint_3_500.pt"
+    assert bench.checkpoint_at(tmp_path, 1500) is None
+    assert bench.checkpoint_at(tmp_path, 100) is None  # not confused with ..._1000.pt
+    assert bench.arm_dir(tmp_path, "mhe/per-level") == tmp_path / "arms" / "mhe-per-level"
+
+
+def test_every_arm_names_a_known_method_and_its_options():
+    for name, (method, variant, extra) in bench.ARMS.items():
+        assert name == method + (f"/{variant}" if variant else "")
+        assert method in ("softmax", "adaptive", "mhe", "mhp")
+        assert bool(extra) == bool(variant)
+    assert bench.ARMS["mhe/per-level"][2] == ("--mhce-smoothing", "per-level")
+
+
+def test_table_orders_arms_and_updates_and_plot_is_written(tmp_path: Path):
+    records = [record("mhe", "", 1000, 20.1, minutes=10.0), record("softmax", "", 500, 9.0, minutes=12.0),
+               record("mhe", "", 500, 12.5, minutes=5.0), record("mhe", "per-level", 500, 11.0),
+               record("softmax", "", 1000, 19.0, minutes=24.0)]
+    table = bench.markdown_table(records)
+    rows = [line for line in table.splitlines() if line.startswith("| 16,004")]
+    assert [r.split(" | ")[1:3] for r in rows] == [["mhe", "500"], ["mhe", "1,000"], ["softmax", "500"],
+                                                   ["softmax", "1,000"], ["mhe/per-level", "500"]]
+    assert "| BP |" in table and "nrefs:1|tok:13a" in table
+    path = tmp_path / "quality.json"
+    path.write_text(json.dumps(records))
+    assert bench.main(["--plot-only", str(path)]) == records
+    assert path.with_suffix(".png").stat().st_size > 10_000
+    assert path.with_suffix(".md").read_text() == table
+
+
+@pytest.mark.parametrize("argv,message", [(["--interval", "0"], "--interval must be >= 1"),
+                                          (["--max-update", "100", "--interval", "500"], "<= --max-update"),
+                                          (["--arms", "nope"], "invalid choice")])
+def test_bad_options_are_refused(capsys, argv, message):
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv)
+    assert message in capsys.readouterr().err

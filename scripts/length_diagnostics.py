@@ -3,12 +3,16 @@
 For every reference position of a split (the model reads the reference prefix, as in training):
   p_eos_inside   mean p(eos) where the reference goes on (target is a real token)
   eos_beats_ref  fraction of those positions where p(eos) > p(reference token)
+  eos_in_beam    fraction of those positions where eos is among the --beam most likely ids, i.e.
+                 a beam of that size would consider ending the sentence there too early
+  log10_p_eos_inside_qNN  quantiles (10, 50, 90, 99%) of log10 p(eos) at those positions: a floor
+                 of p(eos) (say 5e-4 against 3e-6) shows in the low quantiles, not in the mean
   p_eos_final    mean p(eos) where the reference ends (target is eos)
   ref_nll        mean -log p(reference token) over all positions (nats)
 A model whose p(eos) is high where the sentence goes on ends its beam-search hypotheses early:
 short output, low brevity penalty. Works for every output layer (softmax, adaptive, mhe, mhp, mhs).
 
-    python scripts/length_diagnostics.py DATA_BIN CKPT [CKPT ...] [--subset valid] [--json OUT]
+    python scripts/length_diagnostics.py DATA_BIN CKPT [CKPT ...] [--subset valid] [--beam 5] [--json OUT]
 """
 from __future__ import annotations
 
@@ -25,32 +29,49 @@ REPO = Path(__file__).resolve().parents[1]
 USER_DIR = REPO / "mhce_nmt"
 
 
-def eos_sums(lprobs: Tensor, target: Tensor, eos: int, pad: int) -> Dict[str, float]:
+QUANTILES = (0.1, 0.5, 0.9, 0.99)
+
+
+def eos_sums(lprobs: Tensor, target: Tensor, eos: int, pad: int, beam: int = 5) -> Dict[str, float]:
     """lprobs (..., V) log-probs, target (...) ids -> the sums behind :func:`finish` (pads skipped)."""
     ref = lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1).float()  # (...)
     eos_lp = lprobs[..., eos].float()
     inside = target.ne(pad) & target.ne(eos)
     final = target.eq(eos)
+    eos_rank = (lprobs.float() > eos_lp.unsqueeze(-1)).sum(-1)  # ids strictly more likely than eos
     return {
         "inside": float(inside.sum()), "final": float(final.sum()),
         "p_eos_inside": float(eos_lp[inside].exp().sum()), "p_eos_final": float(eos_lp[final].exp().sum()),
         "eos_beats_ref": float((eos_lp > ref)[inside].sum()),
+        "eos_in_beam": float((eos_rank < beam)[inside].sum()),
         "ref_nll": float(-ref[inside | final].sum()),
     }
 
 
-def finish(sums: Dict[str, float]) -> Dict[str, float]:
-    """Means of the summed statistics (see the module docstring)."""
+def eos_log_probs_inside(lprobs: Tensor, target: Tensor, eos: int, pad: int) -> Tensor:
+    """(M,) log p(eos) at the M positions where the reference goes on."""
+    inside = target.ne(pad) & target.ne(eos)
+    return lprobs[..., eos].float()[inside]
+
+
+def finish(sums: Dict[str, float], inside_log_probs: Tensor) -> Dict[str, float]:
+    """Means of the summed statistics and quantiles of log10 p(eos) (see the module docstring)."""
     inside, final = max(sums["inside"], 1.0), max(sums["final"], 1.0)
-    return {
+    stats = {
         "positions": int(sums["inside"] + sums["final"]), "sentences": int(sums["final"]),
         "p_eos_inside": sums["p_eos_inside"] / inside, "eos_beats_ref": sums["eos_beats_ref"] / inside,
-        "p_eos_final": sums["p_eos_final"] / final,
+        "eos_in_beam": sums["eos_in_beam"] / inside, "p_eos_final": sums["p_eos_final"] / final,
         "ref_nll": sums["ref_nll"] / max(sums["inside"] + sums["final"], 1.0),
     }
+    if inside_log_probs.numel():
+        log10 = (inside_log_probs.double() / torch.log(torch.tensor(10.0, dtype=torch.float64))).clamp(min=-99.0)
+        for q, value in zip(QUANTILES, torch.quantile(log10, torch.tensor(QUANTILES, dtype=torch.float64))):
+            stats[f"log10_p_eos_inside_q{round(q * 100):02d}"] = round(float(value), 3)
+    return stats
 
 
-def checkpoint_statistics(data: Path, checkpoint: Path, subset: str, max_tokens: int) -> Dict[str, float]:
+def checkpoint_statistics(data: Path, checkpoint: Path, subset: str, max_tokens: int,
+                          beam: int = 5) -> Dict[str, float]:
     """Teacher-forced statistics of one checkpoint on `subset` of the binarised `data`."""
     from fairseq import checkpoint_utils, utils
 
@@ -63,15 +84,17 @@ def checkpoint_statistics(data: Path, checkpoint: Path, subset: str, max_tokens:
                                       ignore_invalid_inputs=True).next_epoch_itr(shuffle=False)
     eos, pad = task.target_dictionary.eos(), task.target_dictionary.pad()
     total: Dict[str, float] = {}
+    inside: List[Tensor] = []
     with torch.no_grad():
         for sample in batches:
             net_output = model(**sample["net_input"])
             lprobs = model.get_normalized_probs(net_output, log_probs=True)  # (B, T, V)
-            for key, value in eos_sums(lprobs, sample["target"], eos, pad).items():
+            for key, value in eos_sums(lprobs, sample["target"], eos, pad, beam).items():
                 total[key] = total.get(key, 0.0) + value
+            inside.append(eos_log_probs_inside(lprobs, sample["target"], eos, pad))
     if not total:
         raise SystemExit(f"no {subset!r} sentences in {data}")
-    return finish(total)
+    return finish(total, torch.cat(inside))
 
 
 def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
@@ -80,20 +103,24 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     parser.add_argument("checkpoints", type=Path, nargs="+")
     parser.add_argument("--subset", default="valid")
     parser.add_argument("--max-tokens", type=int, default=1024, help="per batch (B x T x V log-probs)")
+    parser.add_argument("--beam", type=int, default=5, help="beam size for eos_in_beam (default 5)")
     parser.add_argument("--json", type=Path, help="also write the records here")
     args = parser.parse_args(argv)
-    if args.max_tokens < 1:
-        parser.error(f"--max-tokens must be >= 1, got {args.max_tokens}")
+    if args.max_tokens < 1 or args.beam < 1:
+        parser.error(f"--max-tokens and --beam must be >= 1, got {args.max_tokens} and {args.beam}")
     records = []
-    print(f"{'checkpoint':60s} {'p_eos_inside':>12s} {'eos_beats_ref':>13s} {'p_eos_final':>11s} {'ref_nll':>8s}")
+    print(f"{'checkpoint':60s} {'p_eos_inside':>12s} {'eos_beats_ref':>13s} {'eos_in_beam':>11s} "
+          f"{'log10 p q10/q50':>15s} {'p_eos_final':>11s} {'ref_nll':>8s}")
     for ckpt in args.checkpoints:
         if not ckpt.is_file():
             raise SystemExit(f"no checkpoint at {ckpt}")
-        stats = checkpoint_statistics(args.data, ckpt, args.subset, args.max_tokens)
-        records.append({"checkpoint": str(ckpt), "subset": args.subset, **stats})
+        stats = checkpoint_statistics(args.data, ckpt, args.subset, args.max_tokens, args.beam)
+        records.append({"checkpoint": str(ckpt), "subset": args.subset, "beam": args.beam, **stats})
         name = "/".join(ckpt.resolve().parts[-3:])  # e.g. spm32000-mhe/checkpoints/checkpoint_last.pt
+        quantiles = f"{stats['log10_p_eos_inside_q10']:.2f}/{stats['log10_p_eos_inside_q50']:.2f}"
         print(f"{name[-60:]:60s} {stats['p_eos_inside']:12.5f} {stats['eos_beats_ref']:13.4f} "
-              f"{stats['p_eos_final']:11.4f} {stats['ref_nll']:8.3f}", flush=True)
+              f"{stats['eos_in_beam']:11.4f} {quantiles:>15s} {stats['p_eos_final']:11.4f} "
+              f"{stats['ref_nll']:8.3f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(records, indent=2) + "\n")
     return records

@@ -22,8 +22,17 @@ def test_sums_by_hand():
     probs = torch.tensor([[[0.1, 0.0, 0.2, 0.7], [0.1, 0.0, 0.6, 0.3], [0.25, 0.25, 0.25, 0.25]],
                           [[0.1, 0.0, 0.3, 0.6], [0.2, 0.0, 0.5, 0.3], [0.1, 0.0, 0.8, 0.1]]])
     target = torch.tensor([[3, EOS, PAD], [3, 0, EOS]])
-    stats = diag.finish(diag.eos_sums(probs.log(), target, EOS, PAD))
+    lp = probs.log()
+    stats = diag.finish(diag.eos_sums(lp, target, EOS, PAD, beam=2), diag.eos_log_probs_inside(lp, target, EOS, PAD))
     assert stats["positions"] == 5 and stats["sentences"] == 2
+    # inside positions: p(eos) 0.2 (only 0.7 above it: rank 1), 0.3 (0.6 above: rank 1), 0.5 (rank 0):
+    # eos is among the 2 most likely ids at all three, and the most likely only at the last
+    assert stats["eos_in_beam"] == pytest.approx(1.0)
+    beam1 = diag.finish(diag.eos_sums(lp, target, EOS, PAD, beam=1), diag.eos_log_probs_inside(lp, target, EOS, PAD))
+    assert beam1["eos_in_beam"] == pytest.approx(1 / 3)
+    ordered = sorted(math.log10(p) for p in (0.2, 0.3, 0.5))
+    assert stats["log10_p_eos_inside_q50"] == pytest.approx(ordered[1], abs=1e-3)
+    assert stats["log10_p_eos_inside_q10"] == pytest.approx(ordered[0] + 0.2 * (ordered[1] - ordered[0]), abs=1e-3)
     assert stats["p_eos_inside"] == pytest.approx((0.2 + 0.3 + 0.5) / 3)
     assert stats["eos_beats_ref"] == pytest.approx(1 / 3)  # only at 0 (p 0.2) vs eos (p 0.5)
     assert stats["p_eos_final"] == pytest.approx((0.6 + 0.8) / 2)
@@ -52,4 +61,4 @@ def test_missing_checkpoint_is_a_clear_error(toy_bin, tmp_path):
 def test_rejects_non_positive_max_tokens(tmp_path, capsys):
     with pytest.raises(SystemExit):
         diag.main([str(tmp_path), "x.pt", "--max-tokens", "0"])
-    assert "--max-tokens must be >= 1" in capsys.readouterr().err
+    assert "--max-tokens and --beam must be >= 1" in capsys.readouterr().err

@@ -86,18 +86,17 @@ def untied_output_note(args: Any, mode: str) -> Optional[str]:
 
     fairseq's --share-all-embeddings shares the encoder and decoder input embeddings (that still
     happens) and ties the output projection to them; MHP heads are not a V x d matrix, and MHE
-    ties only with --mhe-tie-label-embeddings (its last level's label embeddings).
+    ties only with --mhe-tie-label-embeddings (its last level's label embeddings; not with a
+    shortlist). MHS ties as fairseq does.
     """
-    if not getattr(args, "share_all_embeddings", False):
+    tied = mode == "mhs" or getattr(args, "mhe_tie_label_embeddings", False)
+    if not getattr(args, "share_all_embeddings", False) or tied:
         return None
-    if mode == "mhp":
-        return ("--share-all-embeddings with --mhce-mode mhp: the encoder and decoder input "
-                "embeddings are shared, the output layer is not tied (its heads are not a V x d matrix).")
-    if mode == "mhe" and not getattr(args, "mhe_tie_label_embeddings", False):
-        return ("--share-all-embeddings with --mhce-mode mhe: the encoder and decoder input "
-                "embeddings are shared, the output layer is not tied; add --mhe-tie-label-embeddings "
-                "to tie its last level's label embeddings to them.")
-    return None
+    note = (f"--share-all-embeddings with --mhce-mode {mode}: the encoder and decoder input "
+            "embeddings are shared, the output layer is not tied")
+    if mode == "mhe" and not getattr(args, "mhce_shortlist", 0):
+        return note + "; add --mhe-tie-label-embeddings to tie its last level's label embeddings to them."
+    return note + " (its heads are not a V x d matrix)."
 
 
 def check_shortlist_covers_specials(args: Any, dictionary: Any) -> None:

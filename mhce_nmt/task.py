@@ -1,8 +1,17 @@
-"""`translation_mhce`: fairseq's translation task whose generator decodes coarse to fine."""
+"""`translation_mhce`: fairseq's translation task whose generator decodes coarse to fine.
 
+Under --print-alignment it keeps fairseq's exhaustive generator (the coarse-to-fine one computes
+no alignments) and says so in one logged warning; a data split with no sentences is a one-line
+MHCEConfigError naming the file, not an error deep inside fairseq's indexed dataset.
+"""
+
+import itertools
+import logging
+import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from fairseq import utils
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
@@ -23,6 +32,8 @@ class TranslationMHCEConfig(TranslationConfig):
 
 
 DEFAULT_TOPK_GROUPS = 8
+
+logger = logging.getLogger(__name__)
 
 
 def parse_topk_groups(spec: str, layer: Optional[FactoredOutput] = None) -> Optional[List[int]]:
@@ -58,6 +69,28 @@ def coarse_to_fine_layers(models) -> List[FactoredOutput]:
     return layers
 
 
+def empty_split_file(data_path: str, split: str, src: str, tgt: str, raw: bool = False) -> Optional[str]:
+    """The first data file of `split` (shards split, split1, split2, ...) that holds no sentence.
+
+    Paths as fairseq's load_langpair_dataset finds them: {split_k}.{src}-{tgt}.{lang} or
+    {split_k}.{tgt}-{src}.{lang} under data_path, plus .bin for binarised data. Every binarised
+    sentence holds at least </s>, so a zero-byte data file is an empty split (fairseq then fails
+    deep inside its indexed dataset, trying to mmap it).
+    """
+    for k in itertools.count():
+        split_k = split + (str(k) if k > 0 else "")
+        found = False
+        for pair in (f"{src}-{tgt}", f"{tgt}-{src}"):
+            for lang in (src, tgt):
+                path = os.path.join(data_path, f"{split_k}.{pair}.{lang}") + ("" if raw else ".bin")
+                if os.path.exists(path):
+                    found = True
+                    if os.path.getsize(path) == 0:
+                        return path
+        if not found:
+            return None
+
+
 @register_task("translation_mhce", dataclass=TranslationMHCEConfig)
 class TranslationMHCETask(TranslationTask):
     """Translation with coarse-to-fine decoding for MHP/MHE models; stock decoding otherwise."""
@@ -68,10 +101,30 @@ class TranslationMHCETask(TranslationTask):
         parse_topk_groups(cfg.mhe_topk_groups)  # malformed values fail before any model is loaded
         super().__init__(cfg, src_dict, tgt_dict)
 
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        """fairseq's load_dataset, after a one-line error for a split with no sentences."""
+        paths = utils.split_paths(self.cfg.data)
+        data_path = paths[(epoch - 1) % len(paths)] if split == self.cfg.train_subset else paths[0]
+        empty = empty_split_file(data_path, split, self.cfg.source_lang, self.cfg.target_lang,
+                                 raw=self.cfg.dataset_impl == "raw")
+        if empty:
+            raise MHCEConfigError(
+                f"the {split} split is empty: {empty} holds no sentences. Re-run fairseq-preprocess "
+                f"on a non-empty {split} text (or point the command at another data directory).")
+        super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
+
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                         prefix_allowed_tokens_fn=None):
+        """Coarse to fine for MHP/MHE models; fairseq's own generator (and a one-line warning)
+        with --print-alignment, which the coarse-to-fine generator does not compute."""
         layers = coarse_to_fine_layers(models)
-        if seq_gen_cls is None and layers and not getattr(args, "print_alignment", None):
+        alignment = getattr(args, "print_alignment", None)
+        if seq_gen_cls is None and layers and alignment and not getattr(args, "score_reference", False):
+            logger.warning(
+                "--print-alignment: coarse-to-fine decoding computes no alignments, so this run "
+                "decodes with fairseq's exhaustive generator (full log-probabilities, slower; "
+                "--mhe-topk-groups is ignored). Drop --print-alignment to decode coarse to fine.")
+        if seq_gen_cls is None and layers and not alignment:
             topk = parse_topk_groups(self.cfg.mhe_topk_groups, layers[0])
             seq_gen_cls = MHCESequenceGenerator
             extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {}, topk_groups=topk)

@@ -151,3 +151,24 @@ def generate_command(
     if cpu:
         cmd.append("--cpu")
     return cmd
+
+
+def interactive_command(
+    bin_dir: Path, checkpoint: Path, mode: str, sentencepiece_model: Path | None, *, beam: int = 5,
+    topk_groups: int = 8, cpu: bool = True, executable: str = "fairseq-interactive",
+) -> list[str]:
+    """``fairseq-interactive`` that translates raw text lines from stdin with a trained model:
+    sentencepiece applied on the way in and removed on the way out (its D- lines)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    cmd = [executable, str(bin_dir), "--user-dir", str(USER_DIR)]
+    if mode in COARSE_TO_FINE_MODES:
+        cmd += ["--task", "translation_mhce", "--mhe-topk-groups", str(topk_groups)]
+    else:
+        cmd += ["--task", "translation"]
+    cmd += ["--path", str(checkpoint), "--beam", str(beam)]
+    if sentencepiece_model is not None:
+        cmd += ["--bpe", "sentencepiece", "--sentencepiece-model", str(sentencepiece_model)]
+    if cpu:
+        cmd.append("--cpu")
+    return cmd

@@ -23,6 +23,7 @@ import os
 import re
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -34,8 +35,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recipes.commands import (
-    MODES, TrainSettings, generate_command, preprocess_command, train_command,
+    FACTORED_MODES, MODES, TrainSettings, generate_command, interactive_command, preprocess_command,
+    train_command,
 )
+from recipes.progress import TrainProgress
+from recipes.report import examples, report
 from recipes.vocab import SentencePiece, WordLevel, load_segmenter
 
 SPLITS = ("train", "valid", "test")
@@ -135,12 +139,15 @@ def say(stage: str, message: str) -> None:
     print(f"[{stage}] {message}", flush=True)
 
 
-def run(cmd: list[str], dry_run: bool, log: Path | None = None) -> None:
+def run(cmd: list[str], dry_run: bool, log: Path | None = None,
+        on_line: Callable[[str], str | None] | None = None) -> None:
     """Print a command, then run it (unless ``dry_run``); fail loudly on a non-zero exit.
 
     With ``log``, the command's stdout and stderr are also copied to that file (progress bars
-    still reach the terminal). Console scripts (``fairseq-train`` ...) are looked up next to
-    the running interpreter first, so an un-activated virtual environment works.
+    still reach the terminal). With ``on_line`` as well, the output goes to the log only, and
+    the terminal gets what ``on_line`` returns for each output line (None: nothing). Console
+    scripts (``fairseq-train`` ...) are looked up next to the running interpreter first, so an
+    un-activated virtual environment works.
     """
     print("+ " + shlex.join(cmd), flush=True)
     if dry_run:
@@ -156,11 +163,22 @@ def run(cmd: list[str], dry_run: bool, log: Path | None = None) -> None:
     with log.open("wb") as copy, subprocess.Popen([exe, *cmd[1:]], stdout=subprocess.PIPE,
                                                   stderr=subprocess.STDOUT) as proc:
         assert proc.stdout is not None
-        while chunk := proc.stdout.read1(65536):
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.buffer.flush()
-            copy.write(chunk)
+        if on_line is None:
+            while chunk := proc.stdout.read1(65536):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+                copy.write(chunk)
+        else:
+            for raw in proc.stdout:
+                copy.write(raw)
+                copy.flush()
+                message = on_line(raw.decode("utf-8", errors="replace"))
+                if message:
+                    print(message, flush=True)
     if proc.returncode:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:] if on_line else ""
+        if tail:
+            print(f"--- end of {log} ---\n{tail}", file=sys.stderr, flush=True)
         raise subprocess.CalledProcessError(proc.returncode, cmd)
 
 
@@ -271,16 +289,31 @@ def stage_train(cfg: Config) -> None:
         shutil.rmtree(cfg.checkpoints, ignore_errors=True)
     cfg.checkpoints.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    run(cmd, dry_run=False)
+    minutes = cfg.train.stop_time_hours * 60 if cfg.train.stop_time_hours else None
+    say("train", f"fairseq's full output goes to {cfg.checkpoints / 'train.out'}; a progress line every minute")
+    run(cmd, dry_run=False, log=cfg.checkpoints / "train.out",
+        on_line=TrainProgress(max_update=cfg.train.max_update, train_minutes=minutes))
     stats = parse_train_log(cfg.checkpoints / "train.log")
     write_json(marker, {"mode": cfg.train.mode, "session_wall_s": round(time.perf_counter() - start, 1), **stats})
     say("train", ", ".join(f"{k}={v}" for k, v in stats.items()))
 
 
+def interval_median(text: str, key: str) -> float | None:
+    """Median of ``key=`` over fairseq's per-interval training lines after the first (warm-up)
+    one; epoch and validation summaries (``| key N``) do not count."""
+    values = [float(v) for v in re.findall(rf"\b{key}=([\d.]+)", text)]
+    values = values[1:] or values
+    return statistics.median(values) if values else None
+
+
 def parse_train_log(log: Path) -> dict[str, object]:
-    """Parameter count, updates, wall time and last validation numbers from a fairseq train log."""
+    """Parameter count, updates, wall time, median training words/s and last validation
+    numbers from a fairseq train log."""
     text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
     stats: dict[str, object] = {}
+    wps = interval_median(text, "wps")
+    if wps is not None:
+        stats["train_words_per_s"] = round(wps, 1)
     params = re.search(r"num\. (?:shared )?model params: ([\d,]+)", text)
     if params:
         stats["model_params"] = int(params.group(1).replace(",", ""))
@@ -324,10 +357,12 @@ def stage_generate(cfg: Config) -> None:
     hypotheses = ordered_hypotheses(output, expected)
     segmenter = load_segmenter(cfg.segmenter_path(cfg.tgt))
     write_lines(hyp_file, [segmenter.decode(tokens.split()) for tokens in hypotheses])
-    speed = re.search(r"Translated ([\d,]+) sentences .*? in ([\d.]+)s \(([\d.]+) sentences/s", log + output)
+    speed = re.search(r"Translated ([\d,]+) sentences .*? in ([\d.]+)s \(([\d.]+) sentences/s, ([\d.]+) tokens/s",
+                      log + output)
     stats: dict[str, object] = {"sentences": expected, "wall_s": round(wall, 1)}
     if speed:
-        stats.update(decode_s=float(speed.group(2)), sentences_per_s=float(speed.group(3)))
+        stats.update(decode_s=float(speed.group(2)), sentences_per_s=float(speed.group(3)),
+                     tokens_per_s=float(speed.group(4)))
     write_json(stats_file, stats)
     say("generate", f"{expected} hypotheses -> {hyp_file} ({stats})")
 
@@ -411,13 +446,41 @@ def stage_summary(cfg: Config) -> None:
     summary.update({k: train[k] for k in ("model_params",) if k in train})
     if checkpoint_path(cfg).exists():
         summary["output_layer_params"] = output_layer_params(checkpoint_path(cfg))
-    summary.update({k: train[k] for k in ("num_updates", "wall_s", "train_wall_s", "valid_ppl") if k in train})
+    summary.update({k: train[k] for k in ("num_updates", "wall_s", "train_wall_s", "train_words_per_s",
+                                          "valid_ppl") if k in train})
     generation = load_json(cfg.run_dir / "gen.json")
-    if "sentences_per_s" in generation:
-        summary["decode_sentences_per_s"] = generation["sentences_per_s"]
+    for key in ("sentences_per_s", "tokens_per_s"):
+        if key in generation:
+            summary[f"decode_{key}"] = generation[key]
     summary.update({k: v for k, v in load_json(cfg.run_dir / "score.json").items() if k != "sentences"})
+    summary["output"] = output_layer_description(cfg)
     write_json(summary_file, summary)
-    print(json.dumps(summary, indent=2, ensure_ascii=False), flush=True)
+    print(closing_report(cfg, summary), flush=True)
+
+
+def output_layer_description(cfg: Config) -> str:
+    """e.g. 'mhe (heads 127x126)', 'mhe (shortlist 1024 + heads 123x122)', 'softmax'."""
+    if cfg.train.mode not in FACTORED_MODES or not checkpoint_path(cfg).exists():
+        return cfg.train.mode
+    import torch
+
+    model_cfg = torch.load(checkpoint_path(cfg), map_location="cpu", weights_only=False)["cfg"]["model"]
+    heads = str(getattr(model_cfg, "mhce_heads", "")).replace(",", "x")
+    shortlist = getattr(model_cfg, "mhce_shortlist", 0) or 0
+    return f"{cfg.train.mode} ({f'shortlist {shortlist} + ' if shortlist else ''}heads {heads})"
+
+
+def closing_report(cfg: Config, summary: dict[str, object]) -> str:
+    """Summary table, five test translations and the command for the user's own sentences."""
+    hyp_file = cfg.run_dir / "gen" / "hyp.txt"
+    sources, references = read_lines(cfg.data / f"test.{cfg.src}"), read_lines(cfg.data / f"test.{cfg.tgt}")
+    example_text = examples(sources, references, read_lines(hyp_file)) if hyp_file.exists() else "  (none)"
+    executable = Path(sys.executable).parent / "fairseq-interactive"
+    spm = None if cfg.word_level else cfg.segmenter_path(cfg.src)
+    command = interactive_command(cfg.bin, checkpoint_path(cfg), cfg.train.mode, spm, beam=cfg.beam,
+                                  topk_groups=cfg.topk_groups, cpu=cfg.train.cpu,
+                                  executable=str(executable) if executable.exists() else "fairseq-interactive")
+    return report(summary, example_text, shlex.join(command))
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[Config], None]] = {

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import subprocess
 import sys
 from dataclasses import replace
@@ -93,16 +92,14 @@ def log_numbers(train_log: Path) -> Dict[str, object]:
     """From fairseq's train.log: median words/s and words per update of the training intervals,
     and the validation ppl at each update where fairseq validated."""
     text = train_log.read_text(errors="replace") if train_log.exists() else ""
-    wps = [float(v) for v in re.findall(r"\bwps=([\d.]+)", text)][1:]
-    wpb = [float(v) for v in re.findall(r"\bwpb=([\d.]+)", text)]
     valid: Dict[int, float] = {}
     for line in text.splitlines():
         if "valid on 'valid' subset" in line:
             ppl, updates = re.search(r"\| ppl ([\d.]+)", line), re.search(r"\| num_updates (\d+)", line)
             if ppl and updates:
                 valid[int(updates.group(1))] = float(ppl.group(1))
-    return {"wps": statistics.median(wps) if wps else None,
-            "wpb": statistics.median(wpb) if wpb else None, "valid_ppl": valid}
+    return {"wps": pipeline.interval_median(text, "wps"), "wpb": pipeline.interval_median(text, "wpb"),
+            "valid_ppl": valid}
 
 
 def decode_checkpoint(cfg: pipeline.Config, method: str, checkpoint: Path, out_dir: Path,

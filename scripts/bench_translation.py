@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -61,9 +60,8 @@ def run_measured(cmd: List[str], log: Path) -> Dict[str, float]:
 def train_words_per_second(log: Path) -> Optional[float]:
     """Median `wps` of fairseq's per-interval lines (`wps=`; epoch and valid summaries write
     `| wps N`) after the first (warm-up) interval."""
-    values = [float(v) for v in re.findall(r"\bwps=([\d.]+)", log.read_text(errors="replace"))]
-    values = values[1:] or values
-    return round(statistics.median(values), 1) if values else None
+    value = pipeline.interval_median(log.read_text(errors="replace"), "wps")
+    return None if value is None else round(value, 1)
 
 
 def subset_test(cfg: pipeline.Config, lines: int) -> None:

@@ -4,9 +4,10 @@ Every fairseq command runs for real, as its own process (tests/fastcli.py: like 
 forked from a process that has already imported torch & co.), two at a time from one module
 fixture (on the session-wide `cli` server of conftest.py). An mhce error must be the last
 line of stderr, as `mhce_nmt: <problem and fix>`, with no traceback (mhce_nmt.errors installs
-the hook). Also: a checkpoint never meets a dictionary or factorisation other than its own
-silently, and awkward test data (empty line, a source longer than the model's positions,
-unknown words) still gives one hypothesis per input sentence.
+the hook). Also: an empty training split is one line naming the file, a checkpoint never
+meets a dictionary or factorisation other than its own silently, and awkward test data (empty
+line, a source longer than the model's positions, unknown words) still gives one hypothesis per
+input sentence.
 """
 from __future__ import annotations
 
@@ -75,6 +76,20 @@ def bigger_dictionary_bin(toy_bin: Path, dest: Path, extra_words: int = 10) -> P
     return dest
 
 
+def empty_train_bin(cli: CLIServer, toy_bin: Path, root: Path) -> Path:
+    """A data-bin with the toy dictionaries, an empty train split and a one-line valid split."""
+    raw = root / "empty_raw"
+    raw.mkdir()
+    for side in ("src", "tgt"):
+        (raw / f"train.{side}").write_text("")
+        (raw / f"valid.{side}").write_text("w1 w2\n")
+    cli.run("fairseq_cli.preprocess", [
+        "--source-lang", "src", "--target-lang", "tgt", "--trainpref", raw / "train",
+        "--validpref", raw / "valid", "--destdir", root / "empty_bin", "--srcdict",
+        toy_bin / "dict.src.txt", "--tgtdict", toy_bin / "dict.tgt.txt", "--workers", "1"])
+    return root / "empty_bin"
+
+
 def edge_case_bin(cli: CLIServer, toy_bin: Path, root: Path) -> Path:
     raw = root / "edge_raw"
     raw.mkdir()
@@ -108,8 +123,13 @@ def run_everything(cli: CLIServer, toy_bin: Path, root: Path) -> Dict[str, objec
                                       "--max-source-positions", str(MAX_SOURCE_POSITIONS)],
             updates=2))
         edge = pool.submit(edge_case_bin, cli, toy_bin, root)
+        empty = pool.submit(empty_train_bin, cli, toy_bin, root)
         jobs = {name: pool.submit(bad, name, extra) for name, (extra, _) in TRAIN_ERRORS.items()}
         jobs[UNKNOWN_MODE] = pool.submit(bad, UNKNOWN_MODE, ["--mhce-mode", "bogus"])
+        jobs["empty_train_split"] = pool.submit(
+            run_cli, "fairseq_cli.train", train_args(empty.result(), root / "empty", [], updates=2),
+            check=False)
+        out["empty_bin"] = empty.result()
         model.result()
         ckpt = root / "model" / "checkpoint_last.pt"
         out["ckpt"] = ckpt
@@ -145,6 +165,15 @@ def test_bad_train_option_is_one_clear_line_before_training(runs, name):
     # nothing was trained: the error comes while the model / criterion is built
     assert "Start iterating over samples" not in proc.stdout + proc.stderr
     assert "train_inner" not in proc.stdout
+
+
+def test_empty_train_split_is_one_clear_line_naming_the_file(runs):
+    """fairseq itself fails deep in its indexed dataset (it cannot mmap a zero-byte file)."""
+    empty_file = runs["empty_bin"] / "train.src-tgt.src.bin"
+    assert empty_file.stat().st_size == 0
+    assert_one_clear_line(runs["empty_train_split"],
+                          f"the train split is empty: {empty_file} holds no sentences")
+    assert "train_inner" not in runs["empty_train_split"].stdout
 
 
 def test_unknown_mode_is_an_argparse_choice_error(runs):

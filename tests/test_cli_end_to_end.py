@@ -1,9 +1,11 @@
 """Stock fairseq commands with the plugin: train, generate, interactive, score, hub, reload."""
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
+from typing import Dict
 
 import pytest
 import torch
@@ -37,11 +39,43 @@ def test_plain_translation_task_decodes_through_full_log_probs(trained, toy_bin,
     assert hypotheses(stock.stdout) == hypotheses(c2f.stdout)
 
 
+def teacher_forced_log_probs(ckpt, data) -> Dict[int, torch.Tensor]:
+    """{test sentence id: exact log p(y_t | y_<t, x) of its reference tokens (nats)}, one
+    sentence at a time (no batching or padding) from the model's full log-probs."""
+    from fairseq import checkpoint_utils
+
+    import mhce_nmt  # noqa: F401
+
+    models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(ckpt)], arg_overrides={"data": str(data)})
+    model = models[0].eval()
+    task.load_dataset("test")
+    eos = task.target_dictionary.eos()
+    out = {}
+    with torch.no_grad():
+        for item in task.dataset("test"):
+            src, tgt = item["source"].unsqueeze(0), item["target"]
+            prev = torch.cat([tgt.new_tensor([eos]), tgt[:-1]]).unsqueeze(0)
+            lprobs = model.get_normalized_probs(model(src, torch.tensor([src.size(1)]), prev),
+                                                log_probs=True)[0]
+            out[int(item["id"])] = lprobs.gather(1, tgt.unsqueeze(1)).squeeze(1)
+    return out
+
+
 def test_score_reference(trained, toy_bin, cli):
-    out = generate(toy_bin, trained("mhe2")["ckpt"], ["--task", "translation_mhce", "--score-reference"],
-                   cli.run)
-    scores = [float(line.split("\t")[1]) for line in out.stdout.splitlines() if line.startswith("H-")]
-    assert len(scores) == N_TEST and all(s <= 0 for s in scores)
+    """--score-reference prints each reference's mean log2-prob (H-) and per-token log2-probs
+    (P-, 4 decimals): both equal teacher-forced scores computed here."""
+    ckpt = trained("mhe2")["ckpt"]
+    out = generate(toy_bin, ckpt, ["--task", "translation_mhce", "--score-reference"], cli.run)
+    rows = [line.split("\t") for line in out.stdout.splitlines() if line[:2] in ("H-", "P-")]
+    scores = {int(r[0][2:]): float(r[1]) for r in rows if r[0].startswith("H-")}
+    positional = {int(r[0][2:]): [float(v) for v in r[1].split()] for r in rows if r[0].startswith("P-")}
+    expected = teacher_forced_log_probs(ckpt, toy_bin)
+    assert sorted(scores) == sorted(positional) == sorted(expected) == list(range(N_TEST))
+    for i, lprobs in expected.items():
+        bits = lprobs / math.log(2)
+        assert scores[i] == pytest.approx(float(bits.mean()), abs=1e-4), i
+        assert positional[i] == pytest.approx(bits.tolist(), abs=2e-4), i
 
 
 def test_interactive(trained, toy_bin, cli):

@@ -15,11 +15,12 @@ from mhce_nmt.errors import MHCEConfigError
 from toy import bleu, generate, train_losses
 
 
-def load(trained, toy_bin, name):
+def load(trained, toy_bin, name, max_sentences: int = 16):
+    """(model in eval mode, cfg, task, first valid batch) of a trained tiny model."""
     models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(trained(name)["ckpt"])], arg_overrides={"data": str(toy_bin)})
     task.load_dataset("valid")
-    sample = next(iter(task.get_batch_iterator(dataset=task.dataset("valid"), max_sentences=16,
+    sample = next(iter(task.get_batch_iterator(dataset=task.dataset("valid"), max_sentences=max_sentences,
                                                max_positions=(1024, 1024)).next_epoch_itr(shuffle=False)))
     return models[0].eval(), cfg, task, sample
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import random
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -70,7 +72,17 @@ def test_pipeline_end_to_end(tmp_path: Path, mode: str, capfd: pytest.CaptureFix
     argv = ["--mode", mode, "--max-update", "6", "--workers", "1", "--log-format", "simple"]
     cfg = pipeline.main(recipe, argv)
 
-    assert "+ fairseq-train" in capfd.readouterr().out
+    out = capfd.readouterr().out
+    assert "+ fairseq-train" in out
+    # the closing report: table, five test translations, and a command for the user's own text
+    assert "test BLEU" in out and "brevity penalty" in out and "[5] source     " in out
+    command = out.split("Translate your own sentences")[1].splitlines()[1].strip()
+    if mode in ("mhe", "softmax"):
+        proc = subprocess.run(shlex.split(command), input="Öffnen Sie die Datei.\n", capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        detok = [line.split("\t")[2] for line in proc.stdout.splitlines() if line.startswith("D-")]
+        assert len(detok) == 1 and "\u2581" not in detok[0]  # raw text out: no sentencepiece marks
     hyps = pipeline.read_lines(cfg.run_dir / "gen" / "hyp.txt")
     assert len(hyps) == 40
     train = json.loads((cfg.run_dir / "train.json").read_text())

@@ -1,8 +1,9 @@
 """`mhce_cross_entropy`: label-smoothed cross-entropy of a factored output layer.
 
 Default (--mhce-smoothing joint): fairseq's label_smoothed_cross_entropy on the joint
-distribution, 1-eps on the gold id and eps/(V-1) on every other id (MHE: an unbiased estimate of
-the uniform term from --mhce-smoothing-groups sampled groups). per-level: fairseq's formula inside
+distribution, 1-eps on the gold id and eps/(V-1) on every other id (MHE in training: an unbiased
+estimate of the uniform term from --mhce-smoothing-groups groups drawn per token; exact in
+validation). per-level: fairseq's formula inside
 every head. nll_loss = exact -log p(y), logged in base 2 like fairseq's, so `ppl` is comparable.
 MHS training scores a sampled softmax (LossTerms.sampled): its -log p(y) over the sampled groups is
 logged as sampled_nll_loss instead, with no ppl; validation (eval mode) is exact, nll_loss and ppl.
@@ -22,8 +23,8 @@ from .errors import MHCEConfigError
 from .output import FactoredOutput, factored_loss
 from .output.loss import SMOOTHINGS
 
-#: MHE: groups per level sampled for the uniform term of joint smoothing (see README, Method)
-DEFAULT_SMOOTHING_GROUPS = 8
+#: MHE: other groups drawn per token and level for the uniform term of joint smoothing (README, Method)
+DEFAULT_SMOOTHING_GROUPS = 1
 
 
 @dataclass
@@ -36,8 +37,10 @@ class MHCECrossEntropyConfig(FairseqDataclass):
                                    "inside every head"})
     mhce_smoothing_groups: int = field(
         default=DEFAULT_SMOOTHING_GROUPS,
-        metadata={"help": "mhe with joint smoothing: groups per level sampled to estimate the "
-                          "uniform term (unbiased); 0 = all groups (exact, costs a full softmax)"})
+        metadata={"help": "mhe with joint smoothing, in training: other groups drawn per token to "
+                          "estimate the uniform term (unbiased; each costs one more level-2 "
+                          "product); 0 = every group (exact, the cost of a full softmax). "
+                          "Validation is always exact"})
     sentence_avg: bool = II("optimization.sentence_avg")
 
 
@@ -99,8 +102,8 @@ class MHCECrossEntropyCriterion(FairseqCriterion):
         target = model.get_targets(sample, net_output)  # (B, T)
         keep = target.ne(self.padding_idx)
         joint = self.eps > 0 and self.smoothing == "joint"
-        terms = layer.loss_terms(features[keep], target[keep],
-                                 sum_groups=self.smoothing_groups if joint else None)
+        groups = self.smoothing_groups if model.training else 0  # exact (deterministic) validation loss
+        terms = layer.loss_terms(features[keep], target[keep], sum_groups=groups if joint else None)
         result = factored_loss(terms, self.eps, self.smoothing)
         loss, nll = result.loss.sum(), result.nll.sum()
         ntokens = sample["ntokens"]

@@ -13,7 +13,7 @@ For every vocabulary size V it times, on the same random decoder states:
               summed; adaptive_loss has no label smoothing).
   - mhp, mhe, mhs: mhce_nmt.output.build_output_layer(mode, LabelCodec.build(V, None, 2), d)
               + factored_loss with eps 0.1, joint smoothing as the criterion's default (mhe:
-              --smoothing-groups sampled groups for its uniform term; --smoothing per-level for
+              --smoothing-groups groups drawn per token for its uniform term; --smoothing per-level for
               the per-head one); mhs samples M = ceil(P_1 / 8) of the P_1 groups.
 * decode_ms -- one beam-search step for --hyps hypotheses (default 64 sentences x beam 5):
   softmax / mhs (eval mode = full softmax) / adaptive (get_log_prob): full (hyps, V) log-probs
@@ -386,8 +386,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--smoothing", choices=("joint", "per-level"), default="joint",
                    help="mhp/mhe label smoothing: joint (fairseq's, the criterion's default) or "
                         "per-level (default %(default)s)")
-    p.add_argument("--smoothing-groups", type=int, default=8,
-                   help="mhe joint smoothing: groups sampled per step for the uniform term (default 8)")
+    p.add_argument("--smoothing-groups", type=int, default=1,
+                   help="mhe joint smoothing: other groups drawn per token for the uniform term, as the "
+                        "criterion's --mhce-smoothing-groups (default 1; 0 = all, exact)")
     p.add_argument("--adaptive-cutoffs", type=int, nargs="+", default=[16, 4],
                    help="adaptive softmax cutoffs as divisors of V (default 16 4: cutoffs V/16, V/4)")
     p.add_argument("--repeats", type=int, default=None, help="timed repetitions (median; "

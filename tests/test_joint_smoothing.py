@@ -73,52 +73,65 @@ def test_joint_smoothing_gradients_equal_fairseq(mode, cname, e, tied):
         torch.testing.assert_close(g.double(), w.double(), atol=2e-5, rtol=1e-4)
 
 
-def subsets_per_level(layer, groups):
-    """Every combination of m-subsets of the parents of levels 2..H."""
-    codec = layer.codec
-    per_level = [list(itertools.combinations(range(codec.num_prefixes[level - 2]), groups))
+def draw_assignments(codec, draws):
+    """Every assignment of `draws` offsets per level 2..H: offset r picks the r-th parent among
+    the valid ones other than the token's own; each token's draw is uniform over these."""
+    per_level = [list(itertools.product(range(codec.num_prefixes[level - 2] - 1), repeat=draws))
                  for level in range(2, codec.num_heads + 1)]
     return list(itertools.product(*per_level))
 
 
-@pytest.mark.parametrize("cname,e,groups", [("h2_waste", None, 2), ("h2_waste", 4, 1),
-                                            ("h3_waste", None, 2), ("h3_exact", None, 1)])
-def test_mhe_sampled_uniform_term_is_unbiased(monkeypatch, cname, e, groups):
+def fixed_draws(codec, assignment):
+    """A sample_parents that gives every token the parents `assignment` names for its level."""
+    def sample(level, parents, draws):
+        rows = []
+        for own in parents.tolist():
+            others = [q for q in range(codec.num_prefixes[level - 2]) if q != own]
+            rows.append([others[r] for r in assignment[level - 2]])
+        return torch.tensor(rows, dtype=torch.long).view(len(rows), draws)
+    return sample
+
+
+def losses_over_all_draws(monkeypatch, layer, tail, x, y, draws, eps):
+    """The sampled joint loss under every equally likely draw assignment (their mean is the expectation)."""
+    losses = []
+    for assignment in draw_assignments(tail.codec, draws):
+        monkeypatch.setattr(tail, "sample_parents", fixed_draws(tail.codec, assignment))
+        losses.append(factored_loss(layer.loss_terms(x, y, sum_groups=draws), eps, "joint").loss.double())
+    monkeypatch.undo()
+    return torch.stack(losses)
+
+
+@pytest.mark.parametrize("cname,e,draws", [("h2_waste", None, 2), ("h2_waste", 4, 1),
+                                           ("h3_waste", None, 1), ("h3_exact", None, 2)])
+def test_mhe_sampled_uniform_term_is_unbiased(monkeypatch, cname, e, draws):
     """The mean of the sampled loss over every equally likely draw is fairseq's exact loss."""
     codec = codec_of(cname)
     layer = make("mhe", codec, embed_dim=e)
     x, _ = inputs(25, codec.vocab_size, seed=9)
     y = targets(codec.vocab_size, 25)
-    draws = subsets_per_level(layer, groups)
-    losses = []
-    for draw in draws:
-        monkeypatch.setattr(layer, "sample_parents",
-                            lambda level, m, device, draw=draw: torch.tensor(draw[level - 2]))
-        losses.append(factored_loss(layer.loss_terms(x, y, sum_groups=groups), 0.2, "joint").loss.double())
-    stacked = torch.stack(losses)
+    stacked = losses_over_all_draws(monkeypatch, layer, layer, x, y, draws, 0.2)
     want, want_nll = fairseq_loss(layer, x, y, 0.2)
     torch.testing.assert_close(stacked.mean(0), want, atol=1e-5, rtol=1e-5)
     assert stacked.std(0).max() > 1e-4  # the draws really differ: a sampled estimate, not exact
-    monkeypatch.undo()
-    res = factored_loss(layer.loss_terms(x, y, sum_groups=groups), 0.2, "joint")
+    res = factored_loss(layer.loss_terms(x, y, sum_groups=draws), 0.2, "joint")
     torch.testing.assert_close(res.nll.double(), want_nll, atol=1e-5, rtol=1e-5)  # nll stays exact
 
 
-def test_mhe_sample_parents_is_uniform_without_replacement():
+def test_mhe_sample_parents_is_uniform_over_the_other_parents():
     codec = LabelCodec(300, [18, 17])
     layer = MHEOutput(codec, D)
     torch.manual_seed(0)
-    counts = torch.zeros(codec.num_prefixes[0])
-    draws = 3000
-    for _ in range(draws):
-        drawn = layer.sample_parents(2, 4, torch.device("cpu"))
-        assert drawn.numel() == 4 and drawn.unique().numel() == 4
-        assert 0 <= int(drawn.min()) and int(drawn.max()) < codec.num_prefixes[0]
-        counts[drawn] += 1
-    expected = draws * 4 / codec.num_prefixes[0]  # ~667 each
-    assert ((counts - expected).abs() < 5 * expected ** 0.5).all()
-    assert layer.sample_parents(2, 0, torch.device("cpu")).tolist() == list(range(codec.num_prefixes[0]))
-    assert layer.sample_parents(2, 99, torch.device("cpu")).numel() == codec.num_prefixes[0]
+    total = codec.num_prefixes[0]  # 18
+    parents = torch.tensor([0, 5, total - 1]).repeat_interleave(2000)
+    drawn = layer.sample_parents(2, parents, 3)
+    assert drawn.shape == (6000, 3) and drawn.dtype == torch.long
+    assert (drawn != parents.unsqueeze(1)).all() and drawn.min() >= 0 and drawn.max() < total
+    for own in (0, 5, total - 1):
+        counts = torch.bincount(drawn[parents == own].reshape(-1), minlength=total).double()
+        expected = 2000 * 3 / (total - 1)  # ~353 each of the 17 others
+        others = torch.tensor([q for q in range(total) if q != own])
+        assert counts[own] == 0 and ((counts[others] - expected).abs() < 5 * expected ** 0.5).all()
 
 
 def test_per_level_smoothing_differs_from_joint_and_gives_siblings_more():

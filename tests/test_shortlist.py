@@ -5,8 +5,6 @@ shortlist logits and the tail's valid groups, then the tail's levels (brute-forc
 for MHP the gate [shortlist ; logsumexp(head 1)] times the brute-force head product of the tail.
 Losses are checked against fairseq's own label_smoothed_nll_loss on those log-probs.
 """
-import itertools
-
 import pytest
 import torch
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
@@ -14,6 +12,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_l
 from mhce_nmt.codec import CodecError, LabelCodec, ShortlistCodec
 from mhce_nmt.errors import MHCEConfigError
 from mhce_nmt.output import ShortlistOutput, build_output_layer, factored_loss
+from test_joint_smoothing import losses_over_all_draws
 from test_output_layers import (
     CODECS, D, inputs, linear64, randomise, ref_joint_from_levels, ref_loss, ref_mhe_levels, ref_mhp,
     smoothed, valid_prefix_sets,
@@ -113,21 +112,15 @@ def test_per_level_loss_matches_reference(mode, cname, shortlist):
     torch.testing.assert_close(res.loss.double(), torch.stack(want), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("cname,shortlist,groups", [("h2_waste", 3, 2), ("h3_waste", 2, 1)])
-def test_mhe_sampled_uniform_term_is_unbiased(monkeypatch, cname, shortlist, groups):
+@pytest.mark.parametrize("cname,shortlist,draws", [("h2_waste", 3, 2), ("h3_waste", 2, 1)])
+def test_mhe_sampled_uniform_term_is_unbiased(monkeypatch, cname, shortlist, draws):
     m = make_shortlist("mhe", cname, shortlist)
     v = m.codec.vocab_size
     x, _ = inputs(20, v, seed=6)
     y = every_id(v, 20)
-    tail = m.tail
-    draws = list(itertools.product(*[itertools.combinations(range(tail.codec.num_prefixes[h - 2]), groups)
-                                     for h in range(2, tail.codec.num_heads + 1)]))
-    losses = []
-    for draw in draws:
-        monkeypatch.setattr(tail, "sample_parents", lambda level, k, device, draw=draw: torch.tensor(draw[level - 2]))
-        losses.append(factored_loss(m.loss_terms(x, y, sum_groups=groups), 0.2, "joint").loss.double())
+    losses = losses_over_all_draws(monkeypatch, m, m.tail, x, y, draws, 0.2)
     want = label_smoothed_nll_loss(ref_shortlist(m, x), y.unsqueeze(-1), 0.2, ignore_index=None, reduce=False)[0]
-    torch.testing.assert_close(torch.stack(losses).mean(0), want.view(-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(losses.mean(0), want.view(-1), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("mode,cname,shortlist", CASES)

@@ -73,8 +73,8 @@ class FactoredOutput(nn.Module):
         """x (N, d), target (N,) -> per-level scores on the target's path (never N x V).
 
         With sum_groups given, multi-level layers also fill LossTerms.log_prob_sum =
-        sum_{v<V} log p(v|x): MHP exactly, MHE from sum_groups sampled groups per level
-        (unbiased; 0 or >= the number of groups = every group, exact). Single-level layers
+        sum_{v<V} log p(v|x): MHP exactly, MHE from sum_groups other groups drawn per token and
+        level (unbiased; 0 = every group, exact). Single-level layers
         (softmax, MHS) leave it None: with one level, per-level smoothing is joint smoothing.
         """
         raise NotImplementedError

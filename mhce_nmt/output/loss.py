@@ -79,6 +79,8 @@ def factored_loss(terms: LossTerms, epsilon: float, smoothing: str = "joint") ->
     if epsilon == 0:
         loss = nll
     elif not per_level:
+        if terms.num_classes < 2:
+            raise MHCEConfigError(f"LossTerms.num_classes must be V >= 2 with a log_prob_sum, got {terms.num_classes}.")
         loss = smoothed_nll(nll, -terms.log_prob_sum.to(nll.dtype), float(terms.num_classes), epsilon)
     joint = torch.stack(level_correct, 0).all(0)
     return FactoredLoss(loss=loss, nll=nll, level_correct=level_correct, joint_correct=joint)

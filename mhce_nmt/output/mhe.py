@@ -10,8 +10,9 @@ The uniform term of joint smoothing, with n(p) the number of valid ids below pre
   f_h(q) = sum_{c child of q} n(c) log p(c | q, x).
 Level 1 (q = the empty prefix) is exact. For h > 1 every q needs its children's normaliser
 (a full softmax in all), so the term of the target's own parent q_y (already scored) is exact
-and the rest is estimated from m parents S drawn uniformly without replacement:
-  sum_{q != q_y} f_h(q) ~ (P_{h-1} / m) * sum_{q in S, q != q_y} f_h(q)   (unbiased).
+and the rest is estimated per token from D parents q_1..q_D drawn uniformly from the P_{h-1} - 1
+others (with replacement), scored like the target's own parent:
+  sum_{q != q_y} f_h(q) ~ ((P_{h-1} - 1) / D) * sum_j f_h(q_j)   (unbiased).
 """
 from __future__ import annotations
 
@@ -135,40 +136,51 @@ class MHEOutput(CascadeOutput):
         return LossTerms(levels=levels, log_prob_sum=log_prob_sum, num_classes=self.codec.vocab_size)
 
     def _weighted_sum(self, level: int, scores: Tensor, valid: Optional[Tensor], parents: Tensor) -> Tensor:
-        """scores (N, W*K) of the children of parents (N, W) -> (N, W): f_level(parent) =
-        sum_c n(c) log p(c | parent)."""
-        n, width = parents.shape
+        """scores (M, W*K) of the children of parents (M, W) -> (M, W): f_level(parent) =
+        sum_c n(c) log p(c | parent); at the last level n(c) is 1 for every valid child."""
+        m, width = parents.shape
         k = self.codec.head_sizes[level - 1]
         if valid is not None:
-            valid = valid.expand_as(scores).reshape(n * width, k)
-        lp = masked_log_softmax(scores.reshape(n * width, k), valid)
-        children = parents.reshape(-1, 1) * k + torch.arange(k, device=parents.device)  # (N*W, K)
+            valid = valid.expand_as(scores).reshape(m * width, k)
+        lp = masked_log_softmax(scores.reshape(m * width, k), valid)
+        if level == self.codec.num_heads:  # leaves: invalid children are -inf in lp, count 0
+            return (lp if valid is None else lp.masked_fill(~valid, 0.0)).sum(-1).view(m, width)
+        children = parents.reshape(-1, 1) * k + torch.arange(k, device=parents.device)  # (M*W, K)
         sizes = self.subtree_sizes[level - 1]
         counts = torch.where(children < sizes.numel(), sizes[children.clamp(max=sizes.numel() - 1)],
                              torch.zeros_like(children)).to(lp.dtype)
-        return (lp.masked_fill(counts == 0, 0.0) * counts).sum(-1).view(n, width)
+        return (lp.masked_fill(counts == 0, 0.0) * counts).sum(-1).view(m, width)
 
-    def sample_parents(self, level: int, groups: int, device: torch.device) -> Tensor:
-        """(m,) distinct valid prefixes of length level-1, uniform without replacement
-        (all of them, in order, when groups is 0 or >= their number)."""
+    def sample_parents(self, level: int, parents: Tensor, draws: int) -> Tensor:
+        """parents (N,) -> (N, draws) prefixes of length level-1, each uniform over the valid
+        ones other than the row's own parent (with replacement)."""
         total = self.codec.num_prefixes[level - 2]
-        if groups <= 0 or groups >= total:
-            return torch.arange(total, device=device)
-        return torch.randperm(total, device=device)[:groups]
+        r = torch.randint(0, total - 1, (parents.numel(), draws), device=parents.device)
+        return r + (r >= parents.unsqueeze(1)).long()
 
-    def _sampled_sum(self, level: int, z: Tensor, parents: Tensor, groups: int) -> Tensor:
-        """(N,) unbiased estimate of sum_{q != parent} f_level(q) from sampled parents q."""
+    def _sampled_sum(self, level: int, z: Tensor, parents: Tensor, draws: int) -> Tensor:
+        """(N,) estimate of sum_{q != parent} f_level(q): from `draws` parents per row drawn by
+        sample_parents and scored by the grouped products (unbiased, cost draws x one level);
+        draws = 0: every parent, one dense (N, P*K) product (exact, the cost of a full softmax)."""
         total = self.codec.num_prefixes[level - 2]
-        drawn = self.sample_parents(level, groups, z.device)  # (m,)
-        k = self.codec.head_sizes[level - 1]
-        children = (drawn.unsqueeze(1) * k + torch.arange(k, device=z.device)).view(-1)  # (m*K,)
-        rows = children.clamp(max=self.codec.num_prefixes[level - 1] - 1)
-        table, bias = self.embeddings[level - 2], self.biases[level - 2]
-        scores = z @ table.index_select(0, rows).t() + bias.index_select(0, rows)  # (N, m*K)
-        valid = (children < self.codec.num_prefixes[level - 1]).unsqueeze(0)
-        f = self._weighted_sum(level, scores, valid, drawn.unsqueeze(0).expand(z.size(0), -1))  # (N, m)
-        f = f.masked_fill(drawn.unsqueeze(0) == parents.unsqueeze(1), 0.0)
-        return f.sum(-1) * (total / drawn.numel())
+        n = z.size(0)
+        if total == 1:
+            return z.new_zeros(n, dtype=torch.float32)
+        if draws == 0:
+            k = self.codec.head_sizes[level - 1]
+            every = torch.arange(total, device=z.device)
+            children = (every.unsqueeze(1) * k + torch.arange(k, device=z.device)).view(-1)  # (P*K,)
+            rows = children.clamp(max=self.codec.num_prefixes[level - 1] - 1)
+            table, bias = self.embeddings[level - 2], self.biases[level - 2]
+            scores = z @ table.index_select(0, rows).t() + bias.index_select(0, rows)  # (N, P*K)
+            valid = (children < self.codec.num_prefixes[level - 1]).unsqueeze(0)
+            f = self._weighted_sum(level, scores, valid, every.unsqueeze(0).expand(n, -1))  # (N, P)
+            return f.masked_fill(every.unsqueeze(0) == parents.unsqueeze(1), 0.0).sum(-1)
+        drawn = self.sample_parents(level, parents, draws).reshape(-1)  # (N*D,)
+        rows = torch.arange(n, device=z.device).repeat_interleave(draws)
+        scores = self._children(level, z, drawn, rows)  # (N*D, K)
+        f = self._weighted_sum(level, scores, self._children_valid(level, drawn), drawn.unsqueeze(1))
+        return f.view(n, draws).sum(-1) * ((total - 1) / draws)
 
     def level1_scores(self, x: Tensor) -> Tensor:
         scores = self.level1(x)

@@ -35,8 +35,8 @@ class MHPOutput(CascadeOutput):
         self.register_buffer("bound_digits", self._bound_digits(codec), persistent=False)
         self.register_buffer("digit_table", codec.encode(codec.all_ids()), persistent=False)
         self.register_buffer("digit_counts", torch.cat([codec.digit_counts(h) for h in
-                                                        range(1, codec.num_heads + 1)]).float(),
-                             persistent=False)  # (sum K,): n_h(c) head after head
+                                                        range(1, codec.num_heads + 1)]),
+                             persistent=False)  # (sum K,) int64: n_h(c) head after head (exact in any dtype)
 
     @staticmethod
     def _bound_digits(codec: LabelCodec) -> Tensor:

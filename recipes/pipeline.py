@@ -300,8 +300,14 @@ def stage_train(cfg: Config) -> None:
 
 def interval_median(text: str, key: str) -> float | None:
     """Median of ``key=`` over fairseq's per-interval training lines after the first (warm-up)
-    one; epoch and validation summaries (``| key N``) do not count."""
-    values = [float(v) for v in re.findall(rf"\b{key}=([\d.]+)", text)]
+    one, each update counted once (fairseq's --log-file repeats lines: it adds a handler per
+    epoch); epoch and validation summaries (``| key N``) do not count."""
+    by_update: dict[int, float] = {}
+    for line in text.splitlines():
+        value, update = re.search(rf"\b{key}=([\d.]+(?:[eE][+-]?\d+)?)", line), re.search(r"\bnum_updates=(\d+)", line)
+        if value and update:
+            by_update.setdefault(int(update.group(1)), float(value.group(1)))
+    values = [by_update[u] for u in sorted(by_update)]
     values = values[1:] or values
     return statistics.median(values) if values else None
 

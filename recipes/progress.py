@@ -11,8 +11,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-_INNER = re.compile(r"\bppl=([\d.]+).*?\bups=([\d.]+).*?\bnum_updates=(\d+).*?\bwall=(\d+)")
-_VALID = re.compile(r"valid on '[^']+' subset \|.*?\| ppl ([\d.]+).*?\| num_updates (\d+)")
+_NUMBER = r"([\d.]+(?:[eE][+-]?\d+)?)"  # fairseq prints large values as 1.2e+06
+_INNER = re.compile(rf"(?:\bppl={_NUMBER}.*?)?\bups={_NUMBER}.*?\bnum_updates=(\d+).*?\bwall=(\d+)")
+_VALID = re.compile(rf"valid on '[^']+' subset \|.*?\| ppl {_NUMBER}.*?\| num_updates (\d+)")
 
 
 @dataclass
@@ -46,11 +47,13 @@ class TrainProgress:
         inner = _INNER.search(line)
         if not inner:
             return None
-        ppl, ups, updates, wall = float(inner.group(1)), float(inner.group(2)), int(inner.group(3)), float(inner.group(4))
+        ups, updates, wall = float(inner.group(2)), int(inner.group(3)), float(inner.group(4))
         left = self.minutes_left(updates, ups, wall)
         total = f"/{self.max_update}" if self.max_update else ""
+        # MHS training logs only a sampled nll, no ppl
+        ppl = f"train ppl {float(inner.group(1)):g}" if inner.group(1) else "train ppl - (sampled softmax)"
         self._line = (f"[train] update {updates}{total} | {wall / 60:.1f} min trained"
-                      + (f", ~{left:.1f} min left" if left is not None else "") + f" | train ppl {ppl:g}")
+                      + (f", ~{left:.1f} min left" if left is not None else "") + f" | {ppl}")
         if wall - self._last_print_wall < self.every_s:
             return None
         self._last_print_wall = wall

@@ -61,6 +61,19 @@ def code_version() -> str:
     return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--", "mhce_nmt") else "")
 
 
+def settings_tag(args: argparse.Namespace) -> str:
+    """The training schedule shared by every arm, e.g. 'w1000-t4096-s1' (warm-up, max tokens, seed)."""
+    return f"w{args.warmup_updates}-t{args.max_tokens}-s{args.seed}"
+
+
+DEFAULT_SETTINGS = "w1000-t4096-s1"
+
+
+def record_key(r: Dict[str, object]) -> Tuple[object, ...]:
+    """What makes two records the same point (records without settings used the defaults)."""
+    return (r["vocab"], r["method"], r["variant"], r["updates"], r.get("settings", DEFAULT_SETTINGS))
+
+
 def arm_dir(work: Path, arm: str) -> Path:
     """runs of one arm: WORK/arms/<method>[-<variant>]."""
     return work / "arms" / arm.replace("/", "-")
@@ -77,8 +90,9 @@ def train_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Name
     method, _variant, extra = ARMS[arm]
     checkpoints = run_dir / "checkpoints"
     wanted = range(args.interval, args.max_update + 1, args.interval)
-    if all(checkpoint_at(checkpoints, u) for u in wanted):
-        pipeline.say(arm, f"all {len(wanted)} checkpoints exist, training skipped")
+    trained = pipeline.parse_train_log(checkpoints / "train.log").get("num_updates", 0)
+    if all(checkpoint_at(checkpoints, u) for u in wanted) or trained >= args.max_update:
+        pipeline.say(arm, f"trained to {trained} updates already, training skipped")
         return
     settings = replace(cfg.train, mode=method)
     cmd = train_command(cfg.bin, checkpoints, settings, pipeline.target_vocab_size(cfg))
@@ -132,16 +146,18 @@ def score_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Name
     vocab = pipeline.target_vocab_size(cfg)
     numbers = log_numbers(run_dir / "checkpoints" / "train.log")
     for updates in range(args.interval, args.max_update + 1, args.interval):
-        key = (vocab, method, variant, updates)
-        if any((r["vocab"], r["method"], r["variant"], r["updates"]) == key for r in records):
+        key = (vocab, method, variant, updates, settings_tag(args))
+        if any(record_key(r) == key for r in records):
             continue
         checkpoint = checkpoint_at(run_dir / "checkpoints", updates)
-        if checkpoint is None:
+        if checkpoint is None:  # fairseq saves no interval checkpoint at the end of an epoch
+            pipeline.say(arm, f"warning: no checkpoint at update {updates}, that point is left out")
             continue
         topk = args.topk_groups if method in ("mhe", "mhp") else "full"
         record: Dict[str, object] = {
             "vocab": vocab, "vocab_tag": cfg.vocab_tag, "method": method, "variant": variant,
-            "updates": updates, "arm_options": " ".join(extra), "device": device_name(),
+            "updates": updates, "settings": settings_tag(args), "arm_options": " ".join(extra),
+            "device": device_name(),
             "commit": code_version(),
             "valid_ppl": numbers["valid_ppl"].get(updates),
             "train_words_per_s": round(numbers["wps"], 1) if numbers["wps"] else None,
@@ -243,14 +259,16 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     pipeline.stage_spm(cfg)
     pipeline.stage_binarize(cfg)
     args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / f"quality_{cfg.vocab_tag}.json"
+    suffix = "" if settings_tag(args) == DEFAULT_SETTINGS else f"_{settings_tag(args)}"
+    json_path = args.out / f"quality_{cfg.vocab_tag}{suffix}.json"
     records: List[Dict[str, object]] = json.loads(json_path.read_text()) if json_path.exists() else []
 
     def save(current: List[Dict[str, object]]) -> None:
         json_path.write_text(json.dumps(current, indent=2) + "\n")
         json_path.with_suffix(".md").write_text(markdown_table(current))
 
-    work = cfg.work_dir / f"quality-{cfg.vocab_tag}"
+    tag = settings_tag(args)  # another schedule never resumes or reuses the default one's runs
+    work = cfg.work_dir / (f"quality-{cfg.vocab_tag}" + ("" if tag == DEFAULT_SETTINGS else f"-{tag}"))
     for arm in args.arms:
         run_dir = arm_dir(work, arm)
         train_arm(cfg, arm, run_dir, args)

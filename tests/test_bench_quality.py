@@ -29,6 +29,7 @@ def record(method, variant, updates, bleu, vocab=16004, minutes=None):
 
 def test_log_numbers_reads_medians_and_validation_by_update(tmp_path: Path):
     lines = [INNER.format(n=10, wps=50.0, wpb=3000.0), INNER.format(n=20, wps=2000.0, wpb=3100.0),
+             INNER.format(n=20, wps=2000.0, wpb=3100.0),  # fairseq's log file repeats lines
              VALID.format(e=1, ppl=466.05, n=213), EPOCH, INNER.format(n=230, wps=2200.0, wpb=3200.0),
              INNER.format(n=240, wps=2100.0, wpb=2900.0), VALID.format(e=2, ppl=120.5, n=500)]
     log = tmp_path / "train.log"
@@ -80,3 +81,13 @@ def test_bad_options_are_refused(capsys, argv, message):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_records_are_keyed_by_the_training_schedule():
+    default = bench.parse_args([])
+    assert bench.settings_tag(default) == bench.DEFAULT_SETTINGS == "w1000-t4096-s1"
+    other = bench.parse_args(["--seed", "2", "--warmup-updates", "500"])
+    assert bench.settings_tag(other) == "w500-t4096-s2"
+    legacy = record("mhe", "", 500, 12.0)  # written before records carried their settings
+    assert bench.record_key(legacy) == (16004, "mhe", "", 500, "w1000-t4096-s1")
+    assert bench.record_key(dict(legacy, settings="w500-t4096-s2")) != bench.record_key(legacy)

@@ -44,3 +44,12 @@ def test_run_sends_output_to_the_log_and_only_progress_to_the_terminal(tmp_path,
     out = capsys.readouterr().out
     assert "config dump" not in out and "[train] update 10 | 1.2 min trained | train ppl 12.5" in out
     assert "config dump: lots of text" in log.read_text()
+
+
+def test_mhs_training_lines_without_ppl_still_report_progress():
+    line = INNER.format(ppl=1.0, ups=0.5, n=20, wall=130).replace("ppl=1.0, ", "").replace(
+        "nll_loss=7.754", "sampled_nll_loss=7.754")
+    progress = TrainProgress(every_s=0)
+    assert progress(line) == "[train] update 20 | 2.2 min trained | train ppl - (sampled softmax)"
+    big = INNER.format(ppl=1.0, ups="1.5e+03", n=30, wall=200)
+    assert progress(big).startswith("[train] update 30 | 3.3 min trained")

@@ -74,6 +74,14 @@ def record_key(r: Dict[str, object]) -> Tuple[object, ...]:
     return (r["vocab"], r["method"], r["variant"], r["updates"], r.get("settings", DEFAULT_SETTINGS))
 
 
+def arm_scored(records: List[Dict[str, object]], arm: str, vocab: int, args: argparse.Namespace) -> bool:
+    """True when every curve point of `arm` already has a record (nothing to train or decode)."""
+    method, variant, _extra = ARMS[arm]
+    have = {record_key(r) for r in records}
+    return all((vocab, method, variant, u, settings_tag(args)) in have
+               for u in range(args.interval, args.max_update + 1, args.interval))
+
+
 def arm_dir(work: Path, arm: str) -> Path:
     """runs of one arm: WORK/arms/<method>[-<variant>]."""
     return work / "arms" / arm.replace("/", "-")
@@ -271,6 +279,9 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     work = cfg.work_dir / (f"quality-{cfg.vocab_tag}" + ("" if tag == DEFAULT_SETTINGS else f"-{tag}"))
     for arm in args.arms:
         run_dir = arm_dir(work, arm)
+        if arm_scored(records, arm, pipeline.target_vocab_size(cfg), args):
+            pipeline.say(arm, f"every point up to {args.max_update} updates has a record in {json_path}, skipped")
+            continue
         train_arm(cfg, arm, run_dir, args)
         score_arm(cfg, arm, run_dir, args, records, save)
         plot(records, json_path.with_suffix(".png"))

@@ -91,3 +91,12 @@ def test_records_are_keyed_by_the_training_schedule():
     legacy = record("mhe", "", 500, 12.0)  # written before records carried their settings
     assert bench.record_key(legacy) == (16004, "mhe", "", 500, "w1000-t4096-s1")
     assert bench.record_key(dict(legacy, settings="w500-t4096-s2")) != bench.record_key(legacy)
+
+
+def test_an_arm_with_every_point_recorded_is_skipped():
+    args = bench.parse_args(["--max-update", "1000", "--interval", "500"])
+    records = [record("mhe", "", 500, 10.0), record("mhe", "", 1000, 20.0), record("softmax", "", 500, 9.0)]
+    assert bench.arm_scored(records, "mhe", 16004, args)
+    assert not bench.arm_scored(records, "softmax", 16004, args)  # 1000 is missing
+    assert not bench.arm_scored(records, "mhe", 32004, args)  # another vocabulary
+    assert not bench.arm_scored(records, "mhe", 16004, bench.parse_args(["--max-update", "1500", "--interval", "500"]))

@@ -3,8 +3,7 @@
 Default (--mhce-smoothing joint): fairseq's label_smoothed_cross_entropy on the joint
 distribution, 1-eps on the gold id and eps/(V-1) on every other id (MHE in training: an unbiased
 estimate of the uniform term from --mhce-smoothing-groups groups drawn per token; exact in
-validation). per-level: fairseq's formula inside
-every head. nll_loss = exact -log p(y), logged in base 2 like fairseq's, so `ppl` is comparable.
+validation). per-level: fairseq's formula inside every head. nll_loss = exact -log p(y), logged in base 2 like fairseq's, so `ppl` is comparable.
 MHS training scores a sampled softmax (LossTerms.sampled): its -log p(y) over the sampled groups is
 logged as sampled_nll_loss instead, with no ppl; validation (eval mode) is exact, nll_loss and ppl.
 """

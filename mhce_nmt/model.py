@@ -68,14 +68,7 @@ def validate_args(args: Any) -> None:
     shortlist = getattr(args, "mhce_shortlist", 0) or 0
     if shortlist < 0:
         raise MHCEConfigError(f"--mhce-shortlist {shortlist} must be >= 0 (0 = no shortlist).")
-    if shortlist and mode not in ("mhp", "mhe"):
-        raise MHCEConfigError(
-            f"--mhce-shortlist applies to --mhce-mode mhp and mhe, not {mode}: {mode} already scores "
-            "every id with one softmax. Drop --mhce-shortlist.")
-    if shortlist and getattr(args, "mhe_tie_label_embeddings", False):
-        raise MHCEConfigError(
-            "--mhe-tie-label-embeddings cannot be combined with --mhce-shortlist: the tail's last "
-            "level covers only the ids past the shortlist. Drop one of the two options.")
+    # shortlist with mhs, or with --mhe-tie-label-embeddings: refused by build_output_layer
     note = untied_output_note(args, mode)
     if note:
         logger.warning(note)

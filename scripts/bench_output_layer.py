@@ -419,6 +419,9 @@ def parse_args(argv=None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.repeats < 1 or args.warmup < 0 or args.tokens < 1 or args.hyps < 1:
         p.error("--repeats, --tokens and --hyps must be >= 1 and --warmup >= 0")
+    if args.shortlist < 4 or args.smoothing_groups < 0:
+        p.error(f"--shortlist must be >= 4 (the specials) and --smoothing-groups >= 0, got "
+                f"{args.shortlist} and {args.smoothing_groups}")
     if "softmax" not in args.methods:
         args.methods = ["softmax"] + list(args.methods)  # the speed-up baseline
     return args

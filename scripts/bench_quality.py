@@ -11,6 +11,10 @@ one, so an interrupted run resumes where it stopped (training resumes from check
     python scripts/bench_quality.py                                 # all arms at 16k
     python scripts/bench_quality.py --arms softmax mhe mhp --vocab-size 32000
     python scripts/bench_quality.py --plot-only results/quality_spm16000.json
+    python scripts/bench_quality.py --merge results/gpu_h200/quality.json job1/*.json job2/*.json
+
+Parallel runs (one arm per process, as scripts/gpu_quality.sh does on a GPU) each write their own
+JSON under their own --out; --merge joins them into one file with its table and plot.
 
 Arms: softmax and adaptive (stock fairseq), mhe and mhp (the plugin's defaults: joint label
 smoothing), and ablations named method/variant: mhe/per-level and mhp/per-level (the old
@@ -23,12 +27,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -54,19 +61,43 @@ ARMS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
 
 
 def code_version() -> str:
-    """The repository's commit, with "+changes" when the working tree differs from it."""
+    """The repository's commit, with "+changes" when the working tree differs from it; where the
+    tree has no git history (a copy sent to a GPU machine), $MHCE_CODE_VERSION or "unknown"."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
-    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--", "mhce_nmt") else "")
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return os.environ.get("MHCE_CODE_VERSION", "unknown")
+    return commit + ("+changes" if git("status", "--porcelain", "--", "mhce_nmt") else "")
+
+
+DEFAULT_LR = 1e-3
+DEFAULT_DROPOUT = 0.2
 
 
 def settings_tag(args: argparse.Namespace) -> str:
-    """The training schedule shared by every arm, e.g. 'w1000-t4096-s1' (warm-up, max tokens, seed)."""
-    return f"w{args.warmup_updates}-t{args.max_tokens}-s{args.seed}"
+    """The training schedule shared by every arm, e.g. 'w1000-t4096-s1' (warm-up, max tokens, seed),
+    then '-lr2e-3' and '-d0.1' when the learning rate or dropout differ from the recipe's."""
+    tag = f"w{args.warmup_updates}-t{args.max_tokens}-s{args.seed}"
+    if args.lr != DEFAULT_LR:
+        tag += f"-lr{args.lr:g}"
+    if args.dropout != DEFAULT_DROPOUT:
+        tag += f"-d{args.dropout:g}"
+    return tag
 
 
 DEFAULT_SETTINGS = "w1000-t4096-s1"
+
+
+def schedule_options(args: argparse.Namespace) -> List[str]:
+    """fairseq-train options that override the recipe's learning rate and dropout (later wins)."""
+    options = []
+    if args.lr != DEFAULT_LR:
+        options += ["--lr", f"{args.lr:g}"]
+    if args.dropout != DEFAULT_DROPOUT:
+        options += ["--dropout", f"{args.dropout:g}"]
+    return options
 
 
 def record_key(r: Dict[str, object]) -> Tuple[object, ...]:
@@ -93,8 +124,12 @@ def checkpoint_at(checkpoints: Path, updates: int) -> Optional[Path]:
     return found[0] if found else None
 
 
-def train_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Namespace) -> None:
-    """Train (or resume) one arm up to --max-update, saving every --interval updates."""
+def train_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Namespace,
+              while_training: Optional[Callable[[], None]] = None) -> None:
+    """Train (or resume) one arm up to --max-update, saving every --interval updates.
+
+    `while_training`, if given, is called every few seconds until fairseq-train exits (the
+    GPU runs score each checkpoint as soon as it is saved)."""
     method, _variant, extra = ARMS[arm]
     checkpoints = run_dir / "checkpoints"
     wanted = range(args.interval, args.max_update + 1, args.interval)
@@ -104,10 +139,20 @@ def train_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Name
         return
     settings = replace(cfg.train, mode=method)
     cmd = train_command(cfg.bin, checkpoints, settings, pipeline.target_vocab_size(cfg))
-    cmd += ["--save-interval-updates", str(args.interval), "--keep-interval-updates", "-1", *extra]
+    cmd += ["--save-interval-updates", str(args.interval), "--keep-interval-updates", "-1",
+            *schedule_options(args), *extra]
     checkpoints.mkdir(parents=True, exist_ok=True)
     attempt = len(list(run_dir.glob("train-*.out")))
-    run_measured(cmd, run_dir / f"train-{attempt}.out")  # fairseq appends to checkpoints/train.log
+    log = run_dir / f"train-{attempt}.out"  # fairseq appends to checkpoints/train.log
+    if while_training is None:
+        run_measured(cmd, log)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        training = pool.submit(run_measured, cmd, log)
+        while not training.done():
+            while_training()
+            time.sleep(5)
+        training.result()  # raises if fairseq-train failed
 
 
 def log_numbers(train_log: Path) -> Dict[str, object]:
@@ -148,8 +193,9 @@ def decode_checkpoint(cfg: pipeline.Config, method: str, checkpoint: Path, out_d
 
 
 def score_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Namespace,
-              records: List[Dict[str, object]], save) -> None:
-    """Decode and score every saved curve checkpoint that has no record yet."""
+              records: List[Dict[str, object]], save, finished: bool = True) -> None:
+    """Decode and score every saved curve checkpoint that has no record yet (`finished`: training
+    has ended, so a checkpoint still missing is reported as left out)."""
     method, variant, extra = ARMS[arm]
     vocab = pipeline.target_vocab_size(cfg)
     numbers = log_numbers(run_dir / "checkpoints" / "train.log")
@@ -159,12 +205,14 @@ def score_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Name
             continue
         checkpoint = checkpoint_at(run_dir / "checkpoints", updates)
         if checkpoint is None:  # fairseq saves no interval checkpoint at the end of an epoch
-            pipeline.say(arm, f"warning: no checkpoint at update {updates}, that point is left out")
+            if finished:
+                pipeline.say(arm, f"warning: no checkpoint at update {updates}, that point is left out")
             continue
         topk = args.topk_groups if method in ("mhe", "mhp") else "full"
         record: Dict[str, object] = {
             "vocab": vocab, "vocab_tag": cfg.vocab_tag, "method": method, "variant": variant,
-            "updates": updates, "settings": settings_tag(args), "arm_options": " ".join(extra),
+            "updates": updates, "settings": settings_tag(args),
+            "arm_options": " ".join([*schedule_options(args), *extra]),
             "device": device_name(),
             "commit": code_version(),
             "valid_ppl": numbers["valid_ppl"].get(updates),
@@ -241,15 +289,42 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--interval", type=int, default=500, help="updates between scored checkpoints")
     parser.add_argument("--warmup-updates", type=int, default=1000)
     parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="peak learning rate (default %(default)g)")
+    parser.add_argument("--dropout", type=float, default=DEFAULT_DROPOUT, help="default %(default)g")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per decoding batch")
     parser.add_argument("--topk-groups", default="8", help="coarse-to-fine G for mhe/mhp")
     parser.add_argument("--out", type=Path, default=REPO / "results", help="where JSON/markdown/PNG go")
+    parser.add_argument("--score-during-training", action="store_true",
+                        help="decode each checkpoint as soon as it is saved (for GPUs; on a CPU it would "
+                             "slow training and spoil its words/s)")
     parser.add_argument("--plot-only", type=Path, metavar="JSON", help="redraw table and plot, train nothing")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="OUT IN [IN ...]: join the records of parallel runs into OUT (+ .md, .png)")
     args = parser.parse_args(argv)
+    if args.merge is not None and len(args.merge) < 2:
+        parser.error("--merge needs the output file and at least one input file")
     if args.interval < 1 or args.max_update < args.interval:
         parser.error(f"--interval must be >= 1 and <= --max-update, got {args.interval} and {args.max_update}")
     return args
+
+
+def merge_records(inputs: Sequence[Path]) -> List[Dict[str, object]]:
+    """The records of several runs, one per point: for a point in more than one file, the later
+    file's record wins."""
+    merged: Dict[Tuple[object, ...], Dict[str, object]] = {}
+    for path in inputs:
+        for r in json.loads(path.read_text()):
+            merged[record_key(r)] = r
+    return list(merged.values())
+
+
+def write_outputs(records: List[Dict[str, object]], json_path: Path) -> None:
+    """JSON, markdown table and plot side by side."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(records, indent=2) + "\n")
+    json_path.with_suffix(".md").write_text(markdown_table(records))
+    plot(records, json_path.with_suffix(".png"))
 
 
 def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
@@ -258,6 +333,14 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
         records = json.loads(args.plot_only.read_text())
         args.plot_only.with_suffix(".md").write_text(markdown_table(records))
         plot(records, args.plot_only.with_suffix(".png"))
+        return records
+    if args.merge:
+        missing = [str(p) for p in args.merge[1:] if not p.exists()]
+        if missing:
+            sys.exit(f"error: --merge input not found: {', '.join(missing)}")
+        records = merge_records(args.merge[1:])
+        write_outputs(records, args.merge[0])
+        print(f"wrote {args.merge[0]} ({len(records)} records), .md, .png")
         return records
     bench = argparse.Namespace(work_dir=args.work_dir, vocab_size=args.vocab_size, max_update=args.max_update,
                                warmup_updates=args.warmup_updates, max_tokens=args.max_tokens, seed=args.seed,
@@ -282,7 +365,11 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
         if arm_scored(records, arm, pipeline.target_vocab_size(cfg), args):
             pipeline.say(arm, f"every point up to {args.max_update} updates has a record in {json_path}, skipped")
             continue
-        train_arm(cfg, arm, run_dir, args)
+        during = None
+        if args.score_during_training:
+            def during(arm=arm, run_dir=run_dir) -> None:
+                score_arm(cfg, arm, run_dir, args, records, save, finished=False)
+        train_arm(cfg, arm, run_dir, args, during)
         score_arm(cfg, arm, run_dir, args, records, save)
         plot(records, json_path.with_suffix(".png"))
     print(markdown_table(records))

@@ -26,13 +26,17 @@ class TrainSettings:
     ``base_arch`` is a stock fairseq architecture (``transformer``, ``transformer_iwslt_de_en``,
     ...); factored modes use its ``transformer_mhce`` counterpart. ``model_args`` are the
     recipe's dimensions and optimisation flags; ``softmax_args`` are added for ``softmax`` only
-    (embedding sharing, which the other output layers do not support).
+    (embedding sharing, which the other output layers do not support), ``shortlist_args`` for
+    ``mhe``/``mhp`` only.
     """
 
     mode: str = "mhe"
     base_arch: str = "transformer"
     model_args: tuple[str, ...] = ()
     softmax_args: tuple[str, ...] = ()
+    shortlist_args: tuple[str, ...] = ()
+    save_interval_updates: int = 0  # > 0: also keep the last keep_interval_updates of these
+    keep_interval_updates: int = 0
     max_tokens: int = 4096
     max_update: int | None = None
     stop_time_hours: float | None = None
@@ -108,11 +112,16 @@ def train_command(bin_dir: Path, save_dir: Path, settings: TrainSettings, tgt_vo
     else:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     cmd += list(settings.model_args)
+    if mode in COARSE_TO_FINE_MODES:
+        cmd += list(settings.shortlist_args)
     cmd += ["--max-tokens", str(settings.max_tokens), "--seed", str(settings.seed)]
     if settings.max_update:
         cmd += ["--max-update", str(settings.max_update)]
     if settings.stop_time_hours:
         cmd += ["--stop-time-hours", f"{settings.stop_time_hours:.4g}"]
+    if settings.save_interval_updates:
+        cmd += ["--save-interval-updates", str(settings.save_interval_updates),
+                "--keep-interval-updates", str(settings.keep_interval_updates)]
     if settings.cpu:
         cmd.append("--cpu")
     if settings.fp16:

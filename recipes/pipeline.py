@@ -34,9 +34,10 @@ from typing import Callable, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recipes.average import average_checkpoints, newest_checkpoints
 from recipes.commands import (
-    FACTORED_MODES, MODES, TrainSettings, generate_command, interactive_command, preprocess_command,
-    train_command,
+    COARSE_TO_FINE_MODES, FACTORED_MODES, MODES, TrainSettings, generate_command, interactive_command,
+    preprocess_command, train_command,
 )
 from recipes.progress import TrainProgress
 from recipes.report import examples, report
@@ -74,6 +75,11 @@ class Recipe:
     max_tokens: int = 4096
     max_update: int | None = None
     train_minutes: float | None = None
+    lr: float | None = None  # None: the value in model_args
+    dropout: float | None = None  # None: the value in model_args
+    mhce_shortlist: int = 0  # mhe/mhp: the most frequent ids scored directly (0 = none)
+    average_last: int = 0  # decode the mean of the last N checkpoints (0 or 1: checkpoint_best)
+    average_interval: int = 200  # updates between the averaged checkpoints
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ class Config:
     beam: int = 5
     batch_size: int = 64
     topk_groups: int = 8
+    average_last: int = 0
     force: bool = False
     dry_run: bool = False
 
@@ -294,6 +301,11 @@ def stage_train(cfg: Config) -> None:
     run(cmd, dry_run=False, log=cfg.checkpoints / "train.out",
         on_line=TrainProgress(max_update=cfg.train.max_update, train_minutes=minutes))
     stats = parse_train_log(cfg.checkpoints / "train.log")
+    if cfg.average_last > 1:
+        averaged = newest_checkpoints(cfg.checkpoints, cfg.average_last, int(stats.get("num_updates", 0)))
+        average_checkpoints(averaged, checkpoint_path(cfg))
+        stats["averaged"] = [path.name for path in averaged]
+        say("train", f"{checkpoint_path(cfg).name}: the mean of {', '.join(stats['averaged'])}")
     write_json(marker, {"mode": cfg.train.mode, "session_wall_s": round(time.perf_counter() - start, 1), **stats})
     say("train", ", ".join(f"{k}={v}" for k, v in stats.items()))
 
@@ -335,8 +347,10 @@ def parse_train_log(log: Path) -> dict[str, object]:
 
 
 def checkpoint_path(cfg: Config) -> Path:
-    """``checkpoint_best.pt`` (lowest validation loss)."""
-    return cfg.checkpoints / "checkpoint_best.pt"
+    """The checkpoint that is decoded: ``checkpoint_avg.pt`` (the mean of the last
+    ``--average-last`` checkpoints) when averaging, else ``checkpoint_best.pt`` (lowest
+    validation loss)."""
+    return cfg.checkpoints / ("checkpoint_avg.pt" if cfg.average_last > 1 else "checkpoint_best.pt")
 
 
 def stage_generate(cfg: Config) -> None:
@@ -454,6 +468,8 @@ def stage_summary(cfg: Config) -> None:
         summary["output_layer_params"] = output_layer_params(checkpoint_path(cfg))
     summary.update({k: train[k] for k in ("num_updates", "wall_s", "train_wall_s", "train_words_per_s",
                                           "valid_ppl") if k in train})
+    summary["checkpoint"] = checkpoint_path(cfg).name + (
+        f" (mean of {', '.join(train['averaged'])})" if train.get("averaged") else "")
     generation = load_json(cfg.run_dir / "gen.json")
     for key in ("sentences_per_s", "tokens_per_s"):
         if key in generation:
@@ -515,6 +531,18 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--max-update", type=int, default=recipe.max_update, help="default %(default)s")
     parser.add_argument("--warmup-updates", type=int, default=recipe.warmup_updates, help="default %(default)s")
     parser.add_argument("--max-tokens", type=int, default=recipe.max_tokens, help="default %(default)s")
+    parser.add_argument("--lr", type=float, default=recipe.lr,
+                        help="peak learning rate (default %(default)s; None: the recipe's model arguments)")
+    parser.add_argument("--dropout", type=float, default=recipe.dropout,
+                        help="default %(default)s (None: the recipe's model arguments)")
+    parser.add_argument("--mhce-shortlist", type=int, metavar="N",
+                        help=f"mhe/mhp: score the N most frequent ids directly (default {recipe.mhce_shortlist}; "
+                             f"0 = none)")
+    parser.add_argument("--average-last", type=int, default=recipe.average_last, metavar="N",
+                        help="decode the mean of checkpoint_last and the N-1 checkpoints before it, saved "
+                             "every --average-interval updates (default %(default)s; 0 = checkpoint_best)")
+    parser.add_argument("--average-interval", type=int, default=recipe.average_interval, metavar="UPDATES",
+                        help="default %(default)s")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fp16", action="store_true", help="mixed precision (GPU only)")
     parser.add_argument("--log-format", choices=("tqdm", "simple"),
@@ -528,16 +556,41 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
 
 
+def schedule_overrides(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--lr``/``--dropout`` after the recipe's model arguments (fairseq keeps the last value)."""
+    options: tuple[str, ...] = ()
+    if args.lr is not None:
+        options += ("--lr", f"{args.lr:g}")
+    if args.dropout is not None:
+        options += ("--dropout", f"{args.dropout:g}")
+    return options
+
+
+def shortlist_args(args: argparse.Namespace, recipe: Recipe) -> tuple[str, ...]:
+    """``--mhce-shortlist N`` for mhe/mhp (the recipe's N unless given); refused for other modes."""
+    if args.mhce_shortlist is not None and args.mhce_shortlist and args.mode not in COARSE_TO_FINE_MODES:
+        sys.exit(f"error: --mhce-shortlist applies to --mode mhe or mhp, not {args.mode}; drop the option")
+    size = recipe.mhce_shortlist if args.mhce_shortlist is None else args.mhce_shortlist
+    return ("--mhce-shortlist", str(size)) if size and args.mode in COARSE_TO_FINE_MODES else ()
+
+
 def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
     """Turn parsed options into a :class:`Config`."""
     import torch
+
+    if args.average_last < 0 or args.average_interval < 1:
+        sys.exit(f"error: --average-last must be >= 0 and --average-interval >= 1, got {args.average_last} "
+                 f"and {args.average_interval}")
 
     gpu = torch.cuda.is_available()
     vocab_size = args.vocab_size or (recipe.word_vocab_size if args.word_level else recipe.vocab_size)
     settings = TrainSettings(
         mode=args.mode, base_arch=recipe.base_arch,
-        model_args=(*recipe.model_args, "--warmup-updates", str(args.warmup_updates)),
-        softmax_args=recipe.softmax_args, max_tokens=args.max_tokens, max_update=args.max_update,
+        model_args=(*recipe.model_args, "--warmup-updates", str(args.warmup_updates), *schedule_overrides(args)),
+        softmax_args=recipe.softmax_args, shortlist_args=shortlist_args(args, recipe),
+        save_interval_updates=args.average_interval if args.average_last > 1 else 0,
+        keep_interval_updates=args.average_last if args.average_last > 1 else 0,
+        max_tokens=args.max_tokens, max_update=args.max_update,
         stop_time_hours=args.train_minutes / 60 if args.train_minutes else None, seed=args.seed,
         cpu=not gpu, fp16=args.fp16 and gpu,
         log_format=args.log_format or ("tqdm" if sys.stderr.isatty() else "simple"),
@@ -546,7 +599,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         work_dir=args.work_dir.resolve(), src=args.src, tgt=args.tgt, vocab_size=vocab_size,
         word_level=args.word_level, joint=not args.separate_vocab, train=settings,
         workers=args.workers, beam=args.beam, batch_size=args.batch_size,
-        topk_groups=args.topk_groups, force=args.force, dry_run=args.dry_run,
+        topk_groups=args.topk_groups, average_last=args.average_last, force=args.force, dry_run=args.dry_run,
     )
 
 

@@ -12,6 +12,7 @@ ROWS = (
     ("model_params", "model parameters", "int"),
     ("output_layer_params", "of which the output layer", "int"),
     ("num_updates", "updates", "int"),
+    ("checkpoint", "decoded checkpoint", "str"),
     ("train_wall_s", "training time", "minutes"),
     ("train_words_per_s", "training speed (target words/s)", "float1"),
     ("valid_ppl", "validation perplexity", "float2"),

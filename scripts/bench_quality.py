@@ -12,6 +12,7 @@ one, so an interrupted run resumes where it stopped (training resumes from check
     python scripts/bench_quality.py --arms softmax mhe mhp --vocab-size 32000
     python scripts/bench_quality.py --plot-only results/quality_spm16000.json
     python scripts/bench_quality.py --merge results/gpu_h200/quality.json job1/*.json job2/*.json
+    python scripts/bench_quality.py --valid-curves results/gpu_h200/valid_ppl.md WORK/quality-*/arms/*/checkpoints/train.log
 
 Parallel runs (one arm per process, as scripts/gpu_quality.sh does on a GPU) each write their own
 JSON under their own --out; --merge joins them into one file with its table and plot.
@@ -90,15 +91,6 @@ def settings_tag(args: argparse.Namespace) -> str:
 DEFAULT_SETTINGS = "w1000-t4096-s1"
 
 
-def schedule_options(args: argparse.Namespace) -> List[str]:
-    """fairseq-train options that override the recipe's learning rate and dropout (later wins)."""
-    options = []
-    if args.lr != DEFAULT_LR:
-        options += ["--lr", f"{args.lr:g}"]
-    if args.dropout != DEFAULT_DROPOUT:
-        options += ["--dropout", f"{args.dropout:g}"]
-    return options
-
 
 def record_key(r: Dict[str, object]) -> Tuple[object, ...]:
     """What makes two records the same point (records without settings used the defaults)."""
@@ -139,8 +131,7 @@ def train_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Name
         return
     settings = replace(cfg.train, mode=method)
     cmd = train_command(cfg.bin, checkpoints, settings, pipeline.target_vocab_size(cfg))
-    cmd += ["--save-interval-updates", str(args.interval), "--keep-interval-updates", "-1",
-            *schedule_options(args), *extra]
+    cmd += ["--save-interval-updates", str(args.interval), "--keep-interval-updates", "-1", *extra]
     checkpoints.mkdir(parents=True, exist_ok=True)
     attempt = len(list(run_dir.glob("train-*.out")))
     log = run_dir / f"train-{attempt}.out"  # fairseq appends to checkpoints/train.log
@@ -212,7 +203,7 @@ def score_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Name
         record: Dict[str, object] = {
             "vocab": vocab, "vocab_tag": cfg.vocab_tag, "method": method, "variant": variant,
             "updates": updates, "settings": settings_tag(args),
-            "arm_options": " ".join([*schedule_options(args), *extra]),
+            "arm_options": " ".join(extra),
             "device": device_name(),
             "commit": code_version(),
             "valid_ppl": numbers["valid_ppl"].get(updates),
@@ -301,12 +292,54 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--plot-only", type=Path, metavar="JSON", help="redraw table and plot, train nothing")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                         help="OUT IN [IN ...]: join the records of parallel runs into OUT (+ .md, .png)")
+    parser.add_argument("--valid-curves", type=Path, nargs="+", metavar="PATH",
+                        help="OUT.md TRAIN_LOG [...]: validation ppl against updates from fairseq train.logs "
+                             "(table and OUT.png), train nothing")
     args = parser.parse_args(argv)
+    if args.valid_curves is not None and len(args.valid_curves) < 2:
+        parser.error("--valid-curves needs the output file and at least one train.log")
     if args.merge is not None and len(args.merge) < 2:
         parser.error("--merge needs the output file and at least one input file")
     if args.interval < 1 or args.max_update < args.interval:
         parser.error(f"--interval must be >= 1 and <= --max-update, got {args.interval} and {args.max_update}")
     return args
+
+
+def curve_name(train_log: Path) -> str:
+    """'spm16000-w500-t8192-s1 mhe-shortlist' from WORK/quality-<schedule>/arms/<arm>/checkpoints/train.log."""
+    arm_dir = train_log.parent.parent
+    return f"{arm_dir.parent.parent.name.removeprefix('quality-')} {arm_dir.name}"
+
+
+def valid_curves(logs: Sequence[Path], out: Path, every: int = 500) -> str:
+    """Validation perplexity against updates, one row per training log (fairseq validates at every
+    saved checkpoint and epoch end); the table keeps multiples of `every`, the plot every point."""
+    curves = {curve_name(log): log_numbers(log)["valid_ppl"] for log in logs}
+    columns = sorted({u for ppl in curves.values() for u in ppl if u % every == 0})
+    lines = ["| run | " + " | ".join(f"{u:,}" for u in columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for name, ppl in curves.items():
+        lines.append(f"| {name} | " + " | ".join(str(ppl.get(u, "")) for u in columns) + " |")
+    table = "\n".join(lines) + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, (name, ppl) in enumerate(curves.items()):
+        updates = sorted(u for u in ppl if u >= every)
+        ax.plot(updates, [ppl[u] for u in updates], marker=".", color=plt.cm.tab20(i % 20), label=name)
+    ax.set_xlabel("updates")
+    ax.set_ylabel("validation perplexity")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+    return table
 
 
 def merge_records(inputs: Sequence[Path]) -> List[Dict[str, object]]:
@@ -334,6 +367,12 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
         args.plot_only.with_suffix(".md").write_text(markdown_table(records))
         plot(records, args.plot_only.with_suffix(".png"))
         return records
+    if args.valid_curves:
+        missing = [str(p) for p in args.valid_curves[1:] if not p.exists()]
+        if missing:
+            sys.exit(f"error: --valid-curves input not found: {', '.join(missing)}")
+        print(valid_curves(args.valid_curves[1:], args.valid_curves[0]), end="")
+        return []
     if args.merge:
         missing = [str(p) for p in args.merge[1:] if not p.exists()]
         if missing:
@@ -344,7 +383,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
         return records
     bench = argparse.Namespace(work_dir=args.work_dir, vocab_size=args.vocab_size, max_update=args.max_update,
                                warmup_updates=args.warmup_updates, max_tokens=args.max_tokens, seed=args.seed,
-                               train_minutes=0, batch_size=args.batch_size, bf16=False)
+                               train_minutes=0, batch_size=args.batch_size, bf16=False, lr=args.lr,
+                               dropout=args.dropout)
     cfg, recipe_args = recipe_config(bench)
     libreoffice.stage_extract(cfg, recipe_args)
     pipeline.stage_spm(cfg)

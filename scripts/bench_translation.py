@@ -190,11 +190,16 @@ def plot(records: Sequence[Dict[str, object]], layer_json: Optional[Path], path:
 
 
 def recipe_config(args: argparse.Namespace) -> Tuple[pipeline.Config, argparse.Namespace]:
-    """The recipe's Config for these benchmark options (device auto-detected), and its parsed options."""
+    """The recipe's Config for these benchmark options (device auto-detected), and its parsed options.
+
+    The benchmark's own schedule, never the demo's: its lr and dropout, no shortlist (arms that
+    want one say so), the last checkpoint decoded rather than an average."""
     argv_recipe = ["--work-dir", str(args.work_dir), "--vocab-size", str(args.vocab_size),
                    "--max-update", str(args.max_update), "--warmup-updates", str(args.warmup_updates),
                    "--max-tokens", str(args.max_tokens), "--seed", str(args.seed),
                    "--train-minutes", str(args.train_minutes), "--batch-size", str(args.batch_size),
+                   "--lr", f"{args.lr:g}", "--dropout", f"{args.dropout:g}", "--mhce-shortlist", "0",
+                   "--average-last", "0",
                    "--log-format", "simple"]
     parser_recipe = argparse.ArgumentParser()
     pipeline.add_arguments(parser_recipe, libreoffice.RECIPE, ("extract",) + pipeline.STAGES)
@@ -220,6 +225,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="safety cap on each method's training time (0 = none); the `updates` column "
                              "shows where a capped method stopped")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per decoding batch")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default %(default)g)")
+    parser.add_argument("--dropout", type=float, default=0.2, help="default %(default)g")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--topk-groups", default="8", help="coarse-to-fine G for mhe/mhp")
     parser.add_argument("--no-exhaustive", action="store_true", help="skip mhe's exhaustive decode")

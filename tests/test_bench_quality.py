@@ -100,3 +100,51 @@ def test_an_arm_with_every_point_recorded_is_skipped():
     assert not bench.arm_scored(records, "softmax", 16004, args)  # 1000 is missing
     assert not bench.arm_scored(records, "mhe", 32004, args)  # another vocabulary
     assert not bench.arm_scored(records, "mhe", 16004, bench.parse_args(["--max-update", "1500", "--interval", "500"]))
+
+
+def test_learning_rate_and_dropout_join_the_schedule_and_reach_fairseq(tmp_path: Path):
+    args = bench.parse_args(["--lr", "2e-3", "--dropout", "0.1", "--warmup-updates", "500"])
+    assert bench.settings_tag(args) == "w500-t4096-s1-lr0.002-d0.1"
+    namespace = __import__("argparse").Namespace(
+        work_dir=tmp_path, vocab_size=16000, max_update=100, warmup_updates=500, max_tokens=4096, seed=1,
+        train_minutes=0, batch_size=64, bf16=False, lr=args.lr, dropout=args.dropout)
+    cfg, _ = bench.recipe_config(namespace)
+    words = list(cfg.train.model_args)
+    assert words[len(words) - 1 - words[::-1].index("--lr") + 1] == "0.002"
+    assert words[len(words) - 1 - words[::-1].index("--dropout") + 1] == "0.1"
+    assert cfg.train.shortlist_args == ()  # arms choose their shortlist, never the demo's default
+
+
+def test_merge_keeps_one_record_per_point_and_valid_curves_read_train_logs(tmp_path: Path):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps([record("mhe", "", 500, 10.0), record("softmax", "", 500, 9.0)]))
+    second.write_text(json.dumps([record("mhe", "", 500, 11.0), record("mhe", "", 1000, 20.0)]))
+    out = tmp_path / "merged" / "all.json"
+    merged = bench.main(["--merge", str(out), str(first), str(second)])
+    assert sorted((r["method"], r["updates"], r["bleu"]) for r in merged) == [
+        ("mhe", 500, 11.0), ("mhe", 1000, 20.0), ("softmax", 500, 9.0)]
+    assert json.loads(out.read_text()) == merged and out.with_suffix(".png").exists()
+    with pytest.raises(SystemExit, match="not found"):
+        bench.main(["--merge", str(out), str(tmp_path / "missing.json")])
+
+    log = tmp_path / "quality-spm16000-w500-t8192-s1" / "arms" / "mhe-shortlist" / "checkpoints" / "train.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("\n".join([VALID.format(e=1, ppl=300.0, n=213), VALID.format(e=2, ppl=61.8, n=500),
+                              VALID.format(e=2, ppl=61.8, n=500), VALID.format(e=5, ppl=20.6, n=1000)]) + "\n")
+    table_path = tmp_path / "valid.md"
+    assert bench.main(["--valid-curves", str(table_path), str(log)]) == []
+    assert table_path.read_text().splitlines()[2] == "| spm16000-w500-t8192-s1 mhe-shortlist | 61.8 | 20.6 |"
+    assert table_path.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_benchmarks_keep_their_schedule_whatever_the_demo_uses(tmp_path: Path):
+    from recipes.libreoffice_de_en import run as libreoffice
+
+    assert libreoffice.RECIPE.average_last > 1 and libreoffice.RECIPE.mhce_shortlist  # the demo's choices
+    namespace = __import__("argparse").Namespace(
+        work_dir=tmp_path, vocab_size=16000, max_update=100, warmup_updates=1000, max_tokens=4096, seed=1,
+        train_minutes=0, batch_size=64, bf16=False, lr=1e-3, dropout=0.2)
+    cfg, _ = bench.recipe_config(namespace)
+    assert cfg.average_last == 0 and cfg.train.save_interval_updates == 0 and cfg.train.shortlist_args == ()
+    words = list(cfg.train.model_args)
+    assert words[len(words) - 1 - words[::-1].index("--lr") + 1] == "0.001"

@@ -3,7 +3,8 @@
 The convention (stated in the README): the commands run from the repository root, and `WORK`
 (assigned in the bash block) names a directory holding `bin-spm16000/` (fairseq-preprocess
 output of one language pair), `seg-spm16000/spm.model` (the sentencepiece model its text was
-segmented with), `data/test.en` (raw test references) and, for decoding, `ckpt/checkpoint_best.pt`.
+segmented with), `data/test.en` (raw test references) and, for decoding, the demo's model at
+`CKPT` (also assigned in the block).
 Here a temporary directory stands in for the repository root: `mhce_nmt` is a link to the plugin,
 and WORK (the README's own relative path) holds a tiny German -> English corpus (a word-for-word
 lexicon), a real sentencepiece model trained on it, its binarised data and a tiny mhe model
@@ -133,6 +134,9 @@ def decode_root(readme, tmp_path_factory, cli) -> Path:
     cli.run("fairseq_cli.train", train_args(work / "bin-spm16000", work / "ckpt", ["--mhce-mode", "mhe"],
                                             updates=120))
     shutil.copy(work / "ckpt" / "checkpoint_last.pt", work / "ckpt" / "checkpoint_best.pt")
+    demo_model = root / assignments(readme[0])["CKPT"].replace("$WORK", work_name)  # where make demo puts it
+    demo_model.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(work / "ckpt" / "checkpoint_last.pt", demo_model)
     return root
 
 

@@ -181,3 +181,39 @@ def test_dry_run_softmax_baselines_share_embeddings(capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "--arch transformer_wmt_en_de" in out and "--share-all-embeddings" in out
     assert "training-parallel-nc-v9.tgz" in out and "nc-v12" not in out
+
+
+def recipe_config(recipe: pipeline.Recipe, argv: list[str]) -> pipeline.Config:
+    parser = __import__("argparse").ArgumentParser()
+    pipeline.add_arguments(parser, recipe, pipeline.STAGES)
+    return pipeline.config_from_args(parser.parse_args(argv), recipe)
+
+
+def last_value(cmd: list[str], option: str) -> str:
+    """What fairseq (argparse) keeps when an option repeats: the last occurrence."""
+    return [cmd[i + 1] for i, word in enumerate(cmd) if word == option][-1]
+
+
+def test_learning_rate_dropout_and_shortlist_reach_fairseq_train(tmp_path: Path) -> None:
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, lr=2e-3, dropout=0.1,
+                             mhce_shortlist=1024)
+    mhe = recipe_config(recipe, ["--mode", "mhe"])
+    cmd = train_command(mhe.bin, mhe.checkpoints, mhe.train, 16000)
+    assert last_value(cmd, "--lr") == "0.002" and last_value(cmd, "--dropout") == "0.1"  # over CPU_MODEL_ARGS
+    assert last_value(cmd, "--mhce-shortlist") == "1024"
+    own = recipe_config(recipe, ["--mode", "mhp", "--lr", "5e-4", "--dropout", "0.3", "--mhce-shortlist", "0"])
+    cmd = train_command(own.bin, own.checkpoints, own.train, 16000)
+    assert last_value(cmd, "--lr") == "0.0005" and last_value(cmd, "--dropout") == "0.3"
+    assert "--mhce-shortlist" not in cmd
+    softmax = recipe_config(recipe, ["--mode", "softmax"])  # the recipe's shortlist is for mhe/mhp only
+    assert "--mhce-shortlist" not in train_command(softmax.bin, softmax.checkpoints, softmax.train, 16000)
+    plain = recipe_config(pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path), ["--mode", "mhe"])
+    cmd = train_command(plain.bin, plain.checkpoints, plain.train, 16000)
+    assert last_value(cmd, "--lr") == "1e-3" and last_value(cmd, "--dropout") == "0.2"  # model_args' own
+
+
+@pytest.mark.parametrize("mode", ["softmax", "adaptive", "mhs"])
+def test_shortlist_for_other_output_layers_is_refused(tmp_path: Path, mode: str, capsys) -> None:
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
+    with pytest.raises(SystemExit, match=f"--mhce-shortlist applies to --mode mhe or mhp, not {mode}"):
+        recipe_config(recipe, ["--mode", mode, "--mhce-shortlist", "512"])

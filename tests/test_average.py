@@ -1,0 +1,74 @@
+"""Checkpoint averaging (recipes/average.py): the element-wise mean, integer buffers kept, the
+right checkpoints chosen, and a pipeline run that decodes the averaged model."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recipes import pipeline  # noqa: E402
+from recipes.average import average_checkpoints, newest_checkpoints  # noqa: E402
+
+
+def save(path: Path, weight: list[float], counts: list[int], updates: int) -> Path:
+    torch.save({"cfg": {"tag": updates}, "model": {"w": torch.tensor(weight), "counts": torch.tensor(counts)},
+                "optimizer_history": [{"num_updates": updates}]}, path)
+    return path
+
+
+def test_mean_of_floats_integers_copied_rest_from_the_newest(tmp_path: Path):
+    paths = [save(tmp_path / "a.pt", [1.0, 2.0], [3, 4], 100), save(tmp_path / "b.pt", [2.0, 4.0], [3, 4], 200),
+             save(tmp_path / "c.pt", [6.0, 0.0], [3, 4], 300)]
+    out = average_checkpoints(paths, tmp_path / "avg" / "checkpoint_avg.pt")
+    state = torch.load(out, weights_only=False)
+    assert torch.allclose(state["model"]["w"], torch.tensor([3.0, 2.0]))
+    assert state["model"]["counts"].tolist() == [3, 4] and state["model"]["counts"].dtype == torch.int64
+    assert state["cfg"] == {"tag": 300} and state["optimizer_history"] == [{"num_updates": 300}]
+
+
+def test_checkpoints_of_different_models_are_refused(tmp_path: Path):
+    paths = [save(tmp_path / "a.pt", [1.0], [3], 1), save(tmp_path / "b.pt", [1.0], [5], 2)]
+    with pytest.raises(ValueError, match="counts differs between the checkpoints"):
+        average_checkpoints(paths, tmp_path / "avg.pt")
+    with pytest.raises(ValueError, match="no checkpoints"):
+        average_checkpoints([], tmp_path / "avg.pt")
+
+
+def test_newest_checkpoints_are_last_and_the_interval_ones_before_it(tmp_path: Path):
+    for name in ("checkpoint_1_200.pt", "checkpoint_2_400.pt", "checkpoint_3_600.pt", "checkpoint_3_650.pt",
+                 "checkpoint_best.pt", "checkpoint_last.pt"):
+        (tmp_path / name).write_bytes(b"")
+    names = [p.name for p in newest_checkpoints(tmp_path, 3, last_update=650)]
+    assert names == ["checkpoint_2_400.pt", "checkpoint_3_600.pt", "checkpoint_last.pt"]  # 650 is last itself
+    assert [p.name for p in newest_checkpoints(tmp_path, 1, 650)] == ["checkpoint_last.pt"]
+
+
+def test_pipeline_decodes_the_mean_of_the_last_checkpoints(tmp_path: Path, capfd):
+    from test_recipe_pipeline import TINY_MODEL, write_data
+
+    work = tmp_path / "work"
+    write_data(work)
+    recipe = pipeline.Recipe(name="tiny", src="de", tgt="en", work_dir=work, model_args=TINY_MODEL,
+                             vocab_size=120, warmup_updates=5, max_tokens=2048)
+    cfg = pipeline.main(recipe, ["--mode", "mhe", "--max-update", "6", "--workers", "1", "--log-format", "simple",
+                                 "--average-last", "2", "--average-interval", "2"])
+    out = capfd.readouterr().out
+    assert "--save-interval-updates 2 --keep-interval-updates 2" in out
+    train = json.loads((cfg.run_dir / "train.json").read_text())
+    assert train["averaged"] == ["checkpoint_2_4.pt", "checkpoint_last.pt"]
+    states = [torch.load(cfg.checkpoints / name, weights_only=False)["model"] for name in train["averaged"]]
+    averaged = torch.load(cfg.checkpoints / "checkpoint_avg.pt", weights_only=False)["model"]
+    for name, tensor in averaged.items():
+        expected = (states[0][name] + states[1][name]) / 2 if tensor.is_floating_point() else states[1][name]
+        assert torch.allclose(tensor, expected.to(tensor.dtype)), name
+    assert "checkpoint_avg.pt" in out.split("Translate your own sentences")[1]
+    assert "decoded checkpoint" in out and "checkpoint_avg.pt (mean of checkpoint_2_4.pt, checkpoint_last.pt)" in out
+    assert len(pipeline.read_lines(cfg.run_dir / "gen" / "hyp.txt")) == 40
+    with pytest.raises(SystemExit, match="--average-last must be >= 0"):
+        pipeline.main(recipe, ["--average-last", "-1"])

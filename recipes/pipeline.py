@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipes.average import average_checkpoints, newest_checkpoints
+from recipes.average import LAST, average_checkpoints, newest_checkpoints, saved_update
 from recipes.commands import (
     COARSE_TO_FINE_MODES, FACTORED_MODES, MODES, TrainSettings, generate_command, interactive_command,
     preprocess_command, train_command,
@@ -287,6 +287,10 @@ def stage_train(cfg: Config) -> None:
     """``fairseq-train``; resumes from ``checkpoint_last.pt`` when a previous run stopped early."""
     marker = cfg.run_dir / "train.json"
     if done("train", cfg, [marker], [cfg.bin / f"dict.{lang}.txt" for lang in cfg.langs]):
+        trained = load_json(marker)
+        if cfg.average_last > 1 and not cfg.dry_run and len(trained.get("averaged", [])) != cfg.average_last:
+            say("train", f"--average-last {cfg.average_last} differs from the trained run's: averaging again")
+            write_json(marker, {**trained, "averaged": [p.name for p in average_last_checkpoints(cfg)]})
         return
     cmd = train_command(cfg.bin, cfg.checkpoints, cfg.train, target_vocab_size(cfg))
     if cfg.dry_run:
@@ -302,11 +306,21 @@ def stage_train(cfg: Config) -> None:
         on_line=TrainProgress(max_update=cfg.train.max_update, train_minutes=minutes))
     stats = parse_train_log(cfg.checkpoints / "train.log")
     if cfg.average_last > 1:
-        averaged = newest_checkpoints(cfg.checkpoints, cfg.average_last, int(stats.get("num_updates", 0)))
-        average_checkpoints(averaged, checkpoint_path(cfg))
-        stats["averaged"] = [path.name for path in averaged]
-        say("train", f"{checkpoint_path(cfg).name}: the mean of {', '.join(stats['averaged'])}")
+        stats["averaged"] = [path.name for path in average_last_checkpoints(cfg)]
     write_json(marker, {"mode": cfg.train.mode, "session_wall_s": round(time.perf_counter() - start, 1), **stats})
+
+
+def average_last_checkpoints(cfg: Config) -> list[Path]:
+    """Write checkpoint_avg.pt, the mean of checkpoint_last.pt and the interval checkpoints
+    before it (--average-last in all); warns when training left fewer."""
+    interval = cfg.train.save_interval_updates
+    chosen = newest_checkpoints(cfg.checkpoints, cfg.average_last, saved_update(cfg.checkpoints / LAST), interval)
+    if len(chosen) < cfg.average_last:
+        say("train", f"warning: only {len(chosen)} checkpoints {interval} updates apart to average, not "
+                     f"{cfg.average_last} (training was shorter than --average-last x --average-interval)")
+    average_checkpoints(chosen, checkpoint_path(cfg))
+    say("train", f"{checkpoint_path(cfg).name}: the mean of {', '.join(p.name for p in chosen)}")
+    return chosen
     say("train", ", ".join(f"{k}={v}" for k, v in stats.items()))
 
 
@@ -361,6 +375,9 @@ def stage_generate(cfg: Config) -> None:
     hyp_file, stats_file = cfg.run_dir / "gen" / "hyp.txt", cfg.run_dir / "gen.json"
     if done("generate", cfg, [hyp_file, stats_file], [cfg.run_dir / "train.json"]):
         return
+    if not cfg.dry_run and not checkpoint_path(cfg).exists():
+        sys.exit(f"error: {checkpoint_path(cfg)} not found: run the train stage first (with the same "
+                 f"--average-last; 0 decodes checkpoint_best.pt)")
     cmd = generate_command(cfg.bin, checkpoint_path(cfg), cfg.run_dir / "gen", cfg.train.mode,
                            beam=cfg.beam, batch_size=cfg.batch_size, topk_groups=cfg.topk_groups,
                            cpu=cfg.train.cpu)
@@ -540,7 +557,8 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
                              f"0 = none)")
     parser.add_argument("--average-last", type=int, default=recipe.average_last, metavar="N",
                         help="decode the mean of checkpoint_last and the N-1 checkpoints before it, saved "
-                             "every --average-interval updates (default %(default)s; 0 = checkpoint_best)")
+                             "every --average-interval updates (default %(default)s; 0 or 1 = "
+                             "checkpoint_best)")
     parser.add_argument("--average-interval", type=int, default=recipe.average_interval, metavar="UPDATES",
                         help="default %(default)s")
     parser.add_argument("--seed", type=int, default=1)
@@ -568,7 +586,7 @@ def schedule_overrides(args: argparse.Namespace) -> tuple[str, ...]:
 
 def shortlist_args(args: argparse.Namespace, recipe: Recipe) -> tuple[str, ...]:
     """``--mhce-shortlist N`` for mhe/mhp (the recipe's N unless given); refused for other modes."""
-    if args.mhce_shortlist is not None and args.mhce_shortlist and args.mode not in COARSE_TO_FINE_MODES:
+    if args.mhce_shortlist and args.mode not in COARSE_TO_FINE_MODES:
         sys.exit(f"error: --mhce-shortlist applies to --mode mhe or mhp, not {args.mode}; drop the option")
     size = recipe.mhce_shortlist if args.mhce_shortlist is None else args.mhce_shortlist
     return ("--mhce-shortlist", str(size)) if size and args.mode in COARSE_TO_FINE_MODES else ()

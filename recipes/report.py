@@ -15,7 +15,7 @@ ROWS = (
     ("checkpoint", "decoded checkpoint", "str"),
     ("train_wall_s", "training time", "minutes"),
     ("train_words_per_s", "training speed (target words/s)", "float1"),
-    ("valid_ppl", "validation perplexity", "float2"),
+    ("valid_ppl", "validation perplexity (last checkpoint)", "float2"),
     ("bleu", "test BLEU", "float2"),
     ("chrf", "test chrF", "float2"),
     ("bp", "brevity penalty (hyp/ref length)", "bp"),

@@ -189,7 +189,6 @@ def score_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Name
     has ended, so a checkpoint still missing is reported as left out)."""
     method, variant, extra = ARMS[arm]
     vocab = pipeline.target_vocab_size(cfg)
-    numbers = log_numbers(run_dir / "checkpoints" / "train.log")
     for updates in range(args.interval, args.max_update + 1, args.interval):
         key = (vocab, method, variant, updates, settings_tag(args))
         if any(record_key(r) == key for r in records):
@@ -199,6 +198,7 @@ def score_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Name
             if finished:
                 pipeline.say(arm, f"warning: no checkpoint at update {updates}, that point is left out")
             continue
+        numbers = log_numbers(run_dir / "checkpoints" / "train.log")  # read now: training may go on
         topk = args.topk_groups if method in ("mhe", "mhp") else "full"
         record: Dict[str, object] = {
             "vocab": vocab, "vocab_tag": cfg.vocab_tag, "method": method, "variant": variant,
@@ -289,12 +289,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--score-during-training", action="store_true",
                         help="decode each checkpoint as soon as it is saved (for GPUs; on a CPU it would "
                              "slow training and spoil its words/s)")
-    parser.add_argument("--plot-only", type=Path, metavar="JSON", help="redraw table and plot, train nothing")
-    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
-                        help="OUT IN [IN ...]: join the records of parallel runs into OUT (+ .md, .png)")
-    parser.add_argument("--valid-curves", type=Path, nargs="+", metavar="PATH",
-                        help="OUT.md TRAIN_LOG [...]: validation ppl against updates from fairseq train.logs "
-                             "(table and OUT.png), train nothing")
+    no_training = parser.add_mutually_exclusive_group()
+    no_training.add_argument("--plot-only", type=Path, metavar="JSON", help="redraw table and plot, train nothing")
+    no_training.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                             help="OUT IN [IN ...]: join the records of parallel runs into OUT (+ .md, .png)")
+    no_training.add_argument("--valid-curves", type=Path, nargs="+", metavar="PATH",
+                             help="OUT.md TRAIN_LOG [...]: validation ppl against updates from fairseq "
+                                  "train.logs (table and OUT.png), train nothing")
+    no_training.add_argument("--prepare-only", action="store_true",
+                             help="extract, segment and binarise the corpus for --vocab-size, train nothing "
+                                  "(before parallel runs, which must not prepare it at once)")
     args = parser.parse_args(argv)
     if args.valid_curves is not None and len(args.valid_curves) < 2:
         parser.error("--valid-curves needs the output file and at least one train.log")
@@ -313,8 +317,14 @@ def curve_name(train_log: Path) -> str:
 
 def valid_curves(logs: Sequence[Path], out: Path, every: int = 500) -> str:
     """Validation perplexity against updates, one row per training log (fairseq validates at every
-    saved checkpoint and epoch end); the table keeps multiples of `every`, the plot every point."""
-    curves = {curve_name(log): log_numbers(log)["valid_ppl"] for log in logs}
+    saved checkpoint and epoch end); the table keeps multiples of `every`, the plot every point
+    from `every` on. Logs of the same schedule and arm are told apart by a number."""
+    curves: Dict[str, Dict[int, float]] = {}
+    for log in logs:
+        name = curve_name(log)
+        if name in curves:
+            name += f" ({sum(1 for other in curves if other.startswith(name)) + 1})"
+        curves[name] = log_numbers(log)["valid_ppl"]
     columns = sorted({u for ppl in curves.values() for u in ppl if u % every == 0})
     lines = ["| run | " + " | ".join(f"{u:,}" for u in columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for name, ppl in curves.items():
@@ -352,11 +362,18 @@ def merge_records(inputs: Sequence[Path]) -> List[Dict[str, object]]:
     return list(merged.values())
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write through a temporary file, so a run stopped mid-write never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
 def write_outputs(records: List[Dict[str, object]], json_path: Path) -> None:
     """JSON, markdown table and plot side by side."""
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(records, indent=2) + "\n")
-    json_path.with_suffix(".md").write_text(markdown_table(records))
+    write_atomically(json_path, json.dumps(records, indent=2) + "\n")
+    write_atomically(json_path.with_suffix(".md"), markdown_table(records))
     plot(records, json_path.with_suffix(".png"))
 
 
@@ -389,14 +406,16 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     libreoffice.stage_extract(cfg, recipe_args)
     pipeline.stage_spm(cfg)
     pipeline.stage_binarize(cfg)
+    if args.prepare_only:
+        return []
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if settings_tag(args) == DEFAULT_SETTINGS else f"_{settings_tag(args)}"
     json_path = args.out / f"quality_{cfg.vocab_tag}{suffix}.json"
     records: List[Dict[str, object]] = json.loads(json_path.read_text()) if json_path.exists() else []
 
     def save(current: List[Dict[str, object]]) -> None:
-        json_path.write_text(json.dumps(current, indent=2) + "\n")
-        json_path.with_suffix(".md").write_text(markdown_table(current))
+        write_atomically(json_path, json.dumps(current, indent=2) + "\n")
+        write_atomically(json_path.with_suffix(".md"), markdown_table(current))
 
     tag = settings_tag(args)  # another schedule never resumes or reuses the default one's runs
     work = cfg.work_dir / (f"quality-{cfg.vocab_tag}" + ("" if tag == DEFAULT_SETTINGS else f"-{tag}"))

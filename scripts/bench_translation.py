@@ -193,7 +193,7 @@ def recipe_config(args: argparse.Namespace) -> Tuple[pipeline.Config, argparse.N
     """The recipe's Config for these benchmark options (device auto-detected), and its parsed options.
 
     The benchmark's own schedule, never the demo's: its lr and dropout, no shortlist (arms that
-    want one say so), the last checkpoint decoded rather than an average."""
+    want one say so), checkpoint_best decoded rather than an average."""
     argv_recipe = ["--work-dir", str(args.work_dir), "--vocab-size", str(args.vocab_size),
                    "--max-update", str(args.max_update), "--warmup-updates", str(args.warmup_updates),
                    "--max-tokens", str(args.max_tokens), "--seed", str(args.seed),
@@ -267,6 +267,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     pipeline.stage_binarize(cfg)
     args.out.mkdir(parents=True, exist_ok=True)
     tag = f"translation_V{args.vocab_size}_u{args.max_update}"
+    tag += f"_lr{args.lr:g}" if args.lr != 1e-3 else ""
+    tag += f"_d{args.dropout:g}" if args.dropout != 0.2 else ""
     records: List[Dict[str, object]] = []
     for mode in args.methods:  # the JSON is rewritten after each method: a failure keeps the rest
         records.append(bench_method(cfg, mode, args.topk_groups, not args.no_exhaustive))

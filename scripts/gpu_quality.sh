@@ -56,12 +56,18 @@ if [ -n "$jobs_file" ]; then jobs=$(cat "$jobs_file"); else jobs=$default_jobs; 
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
 export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1  # TF32 matmuls: fp32 storage, the GPU's fast path
 mkdir -p "$out/jobs" "$out/logs"
+# the corpus of each vocabulary once, before the jobs (they would all prepare it at once)
+for vocab in $(grep -o -- '--vocab-size [0-9]*' <<<"$jobs" | sort -u | cut -d' ' -f2); do
+    python3 "$repo/scripts/bench_quality.py" --vocab-size "$vocab" --prepare-only >"$out/logs/prepare-$vocab.log" 2>&1 \
+        || { echo "preparing the $vocab corpus failed:"; tail -5 "$out/logs/prepare-$vocab.log"; exit 1; }
+done
 pids=()
 while IFS='|' read -r name options; do
     name=$(echo "$name" | xargs)
     [ -z "$name" ] && continue
+    # own process group (setsid), so the deadline stops this job's fairseq processes and no others
     # shellcheck disable=SC2086  # options are words
-    python3 "$repo/scripts/bench_quality.py" $options --batch-size 128 --score-during-training \
+    setsid python3 "$repo/scripts/bench_quality.py" $options --batch-size 128 --score-during-training \
         --out "$out/jobs/$name" >"$out/logs/$name.log" 2>&1 &
     pids+=($!)
     echo "started $name: $options"
@@ -84,8 +90,7 @@ while :; do
     [ "$running" -eq 0 ] && break
     if [ "$elapsed" -ge "$deadline" ]; then
         echo "deadline of $deadline s reached: stopping $running jobs"
-        kill "${pids[@]}" 2>/dev/null
-        pkill -f 'fairseq-(train|generate)' 2>/dev/null
+        for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null; done
         sleep 3
         break
     fi

@@ -44,9 +44,20 @@ def test_newest_checkpoints_are_last_and_the_interval_ones_before_it(tmp_path: P
     for name in ("checkpoint_1_200.pt", "checkpoint_2_400.pt", "checkpoint_3_600.pt", "checkpoint_3_650.pt",
                  "checkpoint_best.pt", "checkpoint_last.pt"):
         (tmp_path / name).write_bytes(b"")
-    names = [p.name for p in newest_checkpoints(tmp_path, 3, last_update=650)]
-    assert names == ["checkpoint_2_400.pt", "checkpoint_3_600.pt", "checkpoint_last.pt"]  # 650 is last itself
-    assert [p.name for p in newest_checkpoints(tmp_path, 1, 650)] == ["checkpoint_last.pt"]
+    names = [p.name for p in newest_checkpoints(tmp_path, 3, last_update=700, interval=200)]
+    assert names == ["checkpoint_2_400.pt", "checkpoint_3_600.pt", "checkpoint_last.pt"]
+    # stopped at 650: checkpoint 650 is last itself, 600 nearly is (under half an interval before it)
+    names = [p.name for p in newest_checkpoints(tmp_path, 3, last_update=650, interval=200)]
+    assert names == ["checkpoint_1_200.pt", "checkpoint_2_400.pt", "checkpoint_last.pt"]
+    assert [p.name for p in newest_checkpoints(tmp_path, 1, 650, 200)] == ["checkpoint_last.pt"]
+
+
+def test_averaged_checkpoint_leaves_the_optimizer_state_out(tmp_path: Path):
+    path = tmp_path / "a.pt"
+    torch.save({"model": {"w": torch.ones(2)}, "last_optimizer_state": {"big": torch.ones(3)},
+                "optimizer_history": [{"num_updates": 7}]}, path)
+    state = torch.load(average_checkpoints([path, path], tmp_path / "avg.pt"), weights_only=False)
+    assert "last_optimizer_state" not in state and torch.equal(state["model"]["w"], torch.ones(2))
 
 
 def test_pipeline_decodes_the_mean_of_the_last_checkpoints(tmp_path: Path, capfd):
@@ -72,3 +83,8 @@ def test_pipeline_decodes_the_mean_of_the_last_checkpoints(tmp_path: Path, capfd
     assert len(pipeline.read_lines(cfg.run_dir / "gen" / "hyp.txt")) == 40
     with pytest.raises(SystemExit, match="--average-last must be >= 0"):
         pipeline.main(recipe, ["--average-last", "-1"])
+    # decoding another checkpoint than training wrote is one clear line, not fairseq's traceback
+    (cfg.run_dir / "gen" / "hyp.txt").unlink()
+    (cfg.checkpoints / "checkpoint_avg.pt").rename(cfg.checkpoints / "moved.pt")
+    with pytest.raises(SystemExit, match="checkpoint_avg.pt not found: run the train stage first"):
+        pipeline.main(recipe, ["--mode", "mhe", "--average-last", "2", "--stage", "generate"])

@@ -161,7 +161,9 @@ def test_generate_commands_per_mode() -> None:
                  "--warmup-init-lr 1e-07", "--max-tokens 3584"]),
         (libreoffice, ["+ apt-get download libreoffice-help-de libreoffice-help-en-us libreoffice-l10n-de",
                        "--arch transformer_mhce --mhce-mode mhe", "--encoder-embed-dim 256",
-                       "--stop-time-hours 0.3333"]),
+                       "--stop-time-hours 0.65", "--warmup-updates 500 --lr 0.002 --dropout 0.1",
+                       "--mhce-shortlist 1024", "--save-interval-updates 200 --keep-interval-updates 5",
+                       "checkpoints/checkpoint_avg.pt"]),
     ],
 )
 def test_dry_run_prints_every_command(recipe, expected: list[str], tmp_path: Path,
@@ -217,3 +219,17 @@ def test_shortlist_for_other_output_layers_is_refused(tmp_path: Path, mode: str,
     recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
     with pytest.raises(SystemExit, match=f"--mhce-shortlist applies to --mode mhe or mhp, not {mode}"):
         recipe_config(recipe, ["--mode", mode, "--mhce-shortlist", "512"])
+
+
+def test_fairseq_itself_keeps_the_last_lr_and_dropout(tmp_path: Path) -> None:
+    """The recipe appends --lr/--dropout after model_args; fairseq's own parser keeps the last."""
+    import mhce_nmt  # noqa: F401  (registers the plugin's architectures)
+    from fairseq import options
+
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, lr=2e-3, dropout=0.1,
+                             mhce_shortlist=64)
+    cfg = recipe_config(recipe, ["--mode", "mhe"])
+    cmd = train_command(Path("/bin-dir"), tmp_path / "ckpt", cfg.train, 16000)
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, cmd[1:])
+    assert args.lr == [0.002] and args.dropout == 0.1 and args.mhce_shortlist == 64

@@ -76,6 +76,7 @@ class Recipe:
     max_update: int | None = None
     train_minutes: float | None = None
     lr: float | None = None  # None: the value in model_args
+    lr_schedule: str = "inverse_sqrt"  # or "linear": warm-up, then straight down to 0 at --max-update
     dropout: float | None = None  # None: the value in model_args
     mhce_shortlist: int = 0  # mhe/mhp: the most frequent ids scored directly (0 = none)
     average_last: int = 0  # decode the mean of the last N checkpoints (0 or 1: checkpoint_best)
@@ -550,6 +551,9 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--max-tokens", type=int, default=recipe.max_tokens, help="default %(default)s")
     parser.add_argument("--lr", type=float, default=recipe.lr,
                         help="peak learning rate (default %(default)s; None: the recipe's model arguments)")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=recipe.lr_schedule,
+                        help="inverse_sqrt (fairseq's transformer default) or linear: after the warm-up, down "
+                             "to 0 at --max-update (default %(default)s)")
     parser.add_argument("--dropout", type=float, default=recipe.dropout,
                         help="default %(default)s (None: the recipe's model arguments)")
     parser.add_argument("--mhce-shortlist", type=int, metavar="N",
@@ -574,9 +578,18 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
 
 
+LR_SCHEDULES = ("inverse_sqrt", "linear")
+
+
 def schedule_overrides(args: argparse.Namespace) -> tuple[str, ...]:
-    """``--lr``/``--dropout`` after the recipe's model arguments (fairseq keeps the last value)."""
+    """``--lr``/``--dropout``/the schedule after the recipe's model arguments (fairseq keeps the
+    last value). linear = fairseq's polynomial_decay of power 1 from the peak to 0 at --max-update."""
     options: tuple[str, ...] = ()
+    if args.lr_schedule == "linear":
+        if not args.max_update:
+            sys.exit("error: --lr-schedule linear decays to 0 at --max-update; give --max-update N")
+        options += ("--lr-scheduler", "polynomial_decay", "--power", "1", "--end-learning-rate", "0",
+                    "--total-num-update", str(args.max_update))
     if args.lr is not None:
         options += ("--lr", f"{args.lr:g}")
     if args.dropout is not None:

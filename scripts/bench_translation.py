@@ -199,7 +199,7 @@ def recipe_config(args: argparse.Namespace) -> Tuple[pipeline.Config, argparse.N
                    "--max-tokens", str(args.max_tokens), "--seed", str(args.seed),
                    "--train-minutes", str(args.train_minutes), "--batch-size", str(args.batch_size),
                    "--lr", f"{args.lr:g}", "--dropout", f"{args.dropout:g}", "--mhce-shortlist", "0",
-                   "--average-last", "0",
+                   "--average-last", "0", "--lr-schedule", "inverse_sqrt",
                    "--log-format", "simple"]
     parser_recipe = argparse.ArgumentParser()
     pipeline.add_arguments(parser_recipe, libreoffice.RECIPE, ("extract",) + pipeline.STAGES)

@@ -161,9 +161,9 @@ def test_generate_commands_per_mode() -> None:
                  "--warmup-init-lr 1e-07", "--max-tokens 3584"]),
         (libreoffice, ["+ apt-get download libreoffice-help-de libreoffice-help-en-us libreoffice-l10n-de",
                        "--arch transformer_mhce --mhce-mode mhe", "--encoder-embed-dim 256",
-                       "--stop-time-hours 0.65", "--warmup-updates 500 --lr 0.002 --dropout 0.1",
-                       "--mhce-shortlist 1024", "--save-interval-updates 200 --keep-interval-updates 5",
-                       "checkpoints/checkpoint_avg.pt"]),
+                       "--stop-time-hours 0.65", "--max-update 2000", "--warmup-updates 500 --lr-scheduler "
+                       "polynomial_decay --power 1 --end-learning-rate 0 --total-num-update 2000 --lr 0.002 "
+                       "--dropout 0.1", "--mhce-shortlist 1024", "checkpoints/checkpoint_best.pt"]),
     ],
 )
 def test_dry_run_prints_every_command(recipe, expected: list[str], tmp_path: Path,
@@ -227,9 +227,13 @@ def test_fairseq_itself_keeps_the_last_lr_and_dropout(tmp_path: Path) -> None:
     from fairseq import options
 
     recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, lr=2e-3, dropout=0.1,
-                             mhce_shortlist=64)
+                             mhce_shortlist=64, lr_schedule="linear", max_update=1500)
     cfg = recipe_config(recipe, ["--mode", "mhe"])
     cmd = train_command(Path("/bin-dir"), tmp_path / "ckpt", cfg.train, 16000)
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(parser, cmd[1:])
     assert args.lr == [0.002] and args.dropout == 0.1 and args.mhce_shortlist == 64
+    assert args.lr_scheduler == "polynomial_decay" and float(args.total_num_update) == 1500 and args.power == 1
+    assert args.end_learning_rate == 0 and args.warmup_updates == 500
+    with pytest.raises(SystemExit, match="--lr-schedule linear decays to 0 at --max-update"):
+        recipe_config(pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path), ["--lr-schedule", "linear"])

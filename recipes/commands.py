@@ -137,6 +137,7 @@ def train_command(bin_dir: Path, save_dir: Path, settings: TrainSettings, tgt_vo
 def generate_command(
     bin_dir: Path, checkpoint: Path, results_dir: Path, mode: str, *, beam: int = 5,
     batch_size: int = 64, topk_groups: int = 8, cpu: bool = True, max_len: tuple[float, int] = (1.2, 10),
+    lenpen: float = 1.0,
 ) -> list[str]:
     """``fairseq-generate`` on the test subset; the output goes to ``results_dir/generate-test.txt``.
 
@@ -157,6 +158,8 @@ def generate_command(
         "--batch-size", str(batch_size), "--max-len-a", f"{max_len[0]:g}", "--max-len-b", str(max_len[1]),
         "--results-path", str(results_dir),
     ]
+    if lenpen != 1.0:
+        cmd += ["--lenpen", f"{lenpen:g}"]
     if cpu:
         cmd.append("--cpu")
     return cmd
@@ -164,7 +167,7 @@ def generate_command(
 
 def interactive_command(
     bin_dir: Path, checkpoint: Path, mode: str, sentencepiece_model: Path | None, *, beam: int = 5,
-    topk_groups: int = 8, cpu: bool = True, executable: str = "fairseq-interactive",
+    topk_groups: int = 8, cpu: bool = True, executable: str = "fairseq-interactive", lenpen: float = 1.0,
 ) -> list[str]:
     """``fairseq-interactive`` that translates raw text lines from stdin with a trained model:
     sentencepiece applied on the way in and removed on the way out (its D- lines)."""
@@ -176,6 +179,8 @@ def interactive_command(
     else:
         cmd += ["--task", "translation"]
     cmd += ["--path", str(checkpoint), "--beam", str(beam)]
+    if lenpen != 1.0:
+        cmd += ["--lenpen", f"{lenpen:g}"]
     if sentencepiece_model is not None:
         cmd += ["--bpe", "sentencepiece", "--sentencepiece-model", str(sentencepiece_model)]
     if cpu:

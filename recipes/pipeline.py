@@ -79,6 +79,7 @@ class Recipe:
     lr_schedule: str = "inverse_sqrt"  # or "linear": warm-up, then straight down to 0 at --max-update
     dropout: float | None = None  # None: the value in model_args
     mhce_shortlist: int = 0  # mhe/mhp: the most frequent ids scored directly (0 = none)
+    lenpen: float = 1.0  # beam search length penalty (fairseq's --lenpen: > 1 favours longer output)
     average_last: int = 0  # decode the mean of the last N checkpoints (0 or 1: checkpoint_best)
     average_interval: int = 200  # updates between the averaged checkpoints
 
@@ -98,6 +99,7 @@ class Config:
     beam: int = 5
     batch_size: int = 64
     topk_groups: int = 8
+    lenpen: float = 1.0
     average_last: int = 0
     force: bool = False
     dry_run: bool = False
@@ -381,7 +383,7 @@ def stage_generate(cfg: Config) -> None:
                  f"--average-last; 0 decodes checkpoint_best.pt)")
     cmd = generate_command(cfg.bin, checkpoint_path(cfg), cfg.run_dir / "gen", cfg.train.mode,
                            beam=cfg.beam, batch_size=cfg.batch_size, topk_groups=cfg.topk_groups,
-                           cpu=cfg.train.cpu)
+                           cpu=cfg.train.cpu, lenpen=cfg.lenpen)
     if cfg.dry_run:
         run(cmd, dry_run=True)
         say("generate", f"desegment hypotheses in test order -> {hyp_file}")
@@ -518,7 +520,7 @@ def closing_report(cfg: Config, summary: dict[str, object]) -> str:
     executable = Path(sys.executable).parent / "fairseq-interactive"
     spm = None if cfg.word_level else cfg.segmenter_path(cfg.src)
     command = interactive_command(cfg.bin, checkpoint_path(cfg), cfg.train.mode, spm, beam=cfg.beam,
-                                  topk_groups=cfg.topk_groups, cpu=cfg.train.cpu,
+                                  topk_groups=cfg.topk_groups, cpu=cfg.train.cpu, lenpen=cfg.lenpen,
                                   executable=str(executable) if executable.exists() else "fairseq-interactive")
     return report(summary, example_text, shlex.join(command))
 
@@ -572,6 +574,8 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64, help="generation batch size")
     parser.add_argument("--topk-groups", type=int, default=8, help="mhe/mhp decoding: groups kept per step")
+    parser.add_argument("--lenpen", type=float, default=recipe.lenpen,
+                        help="beam search length penalty, > 1 favours longer output (default %(default)g)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="fairseq-preprocess workers")
     parser.add_argument("--stage", choices=stage_names, help="run this stage only")
     parser.add_argument("--force", action="store_true", help="redo stages whose outputs exist")
@@ -630,7 +634,8 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         work_dir=args.work_dir.resolve(), src=args.src, tgt=args.tgt, vocab_size=vocab_size,
         word_level=args.word_level, joint=not args.separate_vocab, train=settings,
         workers=args.workers, beam=args.beam, batch_size=args.batch_size,
-        topk_groups=args.topk_groups, average_last=args.average_last, force=args.force, dry_run=args.dry_run,
+        topk_groups=args.topk_groups, lenpen=args.lenpen, average_last=args.average_last, force=args.force,
+        dry_run=args.dry_run,
     )
 
 

@@ -13,7 +13,7 @@ ROWS = (
     ("output_layer_params", "of which the output layer", "int"),
     ("num_updates", "updates", "int"),
     ("checkpoint", "decoded checkpoint", "str"),
-    ("train_wall_s", "training time", "minutes"),
+    ("wall_s", "training time (wall clock)", "minutes"),
     ("train_words_per_s", "training speed (target words/s)", "float1"),
     ("valid_ppl", "validation perplexity (last checkpoint)", "float2"),
     ("bleu", "test BLEU", "float2"),

@@ -163,7 +163,8 @@ def test_generate_commands_per_mode() -> None:
                        "--arch transformer_mhce --mhce-mode mhe", "--encoder-embed-dim 256",
                        "--stop-time-hours 0.65", "--max-update 2000", "--warmup-updates 500 --lr-scheduler "
                        "polynomial_decay --power 1 --end-learning-rate 0 --total-num-update 2000 --lr 0.002 "
-                       "--dropout 0.1", "--mhce-shortlist 1024", "checkpoints/checkpoint_best.pt"]),
+                       "--dropout 0.1", "--mhce-shortlist 1024", "checkpoints/checkpoint_best.pt",
+                       "--results-path", "--lenpen 2 --cpu"]),
     ],
 )
 def test_dry_run_prints_every_command(recipe, expected: list[str], tmp_path: Path,

@@ -27,10 +27,12 @@ from recipes.libreoffice_de_en.extract import add_extract_arguments, extract, fi
 # The demo's schedule for about 2,000 updates on 2 CPU cores (README, "Quickstart"): a higher peak
 # learning rate and lighter dropout than the recipe's base, decaying linearly to 0 at update 2,000
 # (39 minutes stop it first on a slower machine), and the 1,024 most frequent ids scored directly.
+# Beam search with length penalty 2.0: on the validation set it lifted the brevity penalty of the
+# demo's model from 0.924 to 0.995 and BLEU from 30.65 to 31.30 (1.5: 31.13).
 RECIPE = pipeline.Recipe(
     name="libreoffice_de_en", src="de", tgt="en", work_dir=Path(__file__).resolve().parent / "work",
     train_minutes=39.0, max_update=2000, warmup_updates=500, lr=2e-3, lr_schedule="linear", dropout=0.1,
-    mhce_shortlist=1024,
+    mhce_shortlist=1024, lenpen=2.0,
 )
 
 

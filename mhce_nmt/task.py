@@ -3,6 +3,7 @@
 Under --print-alignment it keeps fairseq's exhaustive generator (the coarse-to-fine one computes
 no alignments) and says so in one logged warning; a data split with no sentences is a one-line
 MHCEConfigError naming the file, not an error deep inside fairseq's indexed dataset.
+--autocast-bf16 runs each training step under torch.autocast in bfloat16 (see autocast.py).
 """
 
 import itertools
@@ -15,6 +16,7 @@ from fairseq import utils
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
+from .autocast import AutocastCriterion, training_autocast
 from .errors import MHCEConfigError
 from .generator import MHCESequenceGenerator
 from .output import FactoredOutput
@@ -28,6 +30,14 @@ class TranslationMHCEConfig(TranslationConfig):
                           "hypothesis (one value, or a comma list with one value per level 1..H-1); "
                           "'all' scores every token exactly; 'auto' = 8, capped at each level's "
                           "number of prefixes"},
+    )
+    autocast_bf16: bool = field(
+        default=False,
+        metadata={"help": "run each training step (forward and backward) under torch.autocast in "
+                          "bfloat16 on the training device, CPU or CUDA: matrix products in bf16; "
+                          "weights, optimizer state, validation and decoding stay fp32, and every "
+                          "head's log-softmax runs in fp32. On a CPU it pays only with AVX512-BF16 "
+                          "or AMX (warned otherwise). Not with --fp16/--bf16/--amp."},
     )
 
 
@@ -100,6 +110,13 @@ class TranslationMHCETask(TranslationTask):
     def __init__(self, cfg: TranslationMHCEConfig, src_dict, tgt_dict):
         parse_topk_groups(cfg.mhe_topk_groups)  # malformed values fail before any model is loaded
         super().__init__(cfg, src_dict, tgt_dict)
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        """fairseq's step; under --autocast-bf16 its forward (the criterion's call) runs inside
+        torch.autocast(bfloat16), the backward follows the dtypes the forward chose."""
+        if self.cfg.autocast_bf16:
+            criterion = AutocastCriterion(criterion, training_autocast(model, optimizer, True))
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         """fairseq's load_dataset, after a one-line error for a split with no sentences."""

@@ -43,6 +43,14 @@ class TrainSettings:
     seed: int = 1
     cpu: bool = True
     fp16: bool = False
+    autocast_bf16: bool = False  # the plugin task's --autocast-bf16 (softmax/adaptive train with that task too)
+    softmax_kernel: str = "eager"  # softmax only: fused_softmax.KERNELS; eager = fairseq's own criterion
+
+    @property
+    def arm(self) -> str:
+        """The run's name: the mode, and the fused kernel of a softmax that has one (softmax-liger)."""
+        fused = self.mode == "softmax" and self.softmax_kernel != "eager"
+        return f"{self.mode}-{self.softmax_kernel}" if fused else self.mode
     log_format: str = "simple"
     log_interval: int = 10
 
@@ -92,20 +100,23 @@ def train_command(bin_dir: Path, save_dir: Path, settings: TrainSettings, tgt_vo
     """
     mode = settings.mode
     cmd = ["fairseq-train", str(bin_dir), "--user-dir", str(USER_DIR)]
+    # stock models train with the plugin's task only for --autocast-bf16 (its training step is fairseq's)
+    stock_task = "translation_mhce" if settings.autocast_bf16 else "translation"
     if mode in FACTORED_MODES:
         cmd += [
             "--task", "translation_mhce", "--arch", mhce_arch(settings.base_arch),
             "--mhce-mode", mode, "--criterion", "mhce_cross_entropy", "--label-smoothing", "0.1",
         ]
     elif mode == "softmax":
+        criterion = ["--criterion", "label_smoothed_cross_entropy"] if settings.softmax_kernel == "eager" else [
+            "--criterion", "fused_label_smoothed_cross_entropy", "--fused-kernel", settings.softmax_kernel]
         cmd += [
-            "--task", "translation", "--arch", settings.base_arch,
-            "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+            "--task", stock_task, "--arch", settings.base_arch, *criterion, "--label-smoothing", "0.1",
             *settings.softmax_args,
         ]
     elif mode == "adaptive":
         cmd += [
-            "--task", "translation", "--arch", settings.base_arch,
+            "--task", stock_task, "--arch", settings.base_arch,
             "--adaptive-softmax-cutoff", adaptive_cutoffs(tgt_vocab_size),
             "--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp",
         ]
@@ -126,6 +137,8 @@ def train_command(bin_dir: Path, save_dir: Path, settings: TrainSettings, tgt_vo
         cmd.append("--cpu")
     if settings.fp16:
         cmd.append("--fp16")
+    if settings.autocast_bf16:
+        cmd.append("--autocast-bf16")
     cmd += [
         "--save-dir", str(save_dir), "--no-epoch-checkpoints",
         "--log-format", settings.log_format, "--log-interval", str(settings.log_interval),

@@ -82,6 +82,7 @@ class Recipe:
     lenpen: float = 1.0  # beam search length penalty (fairseq's --lenpen: > 1 favours longer output)
     average_last: int = 0  # decode the mean of the last N checkpoints (0 or 1: checkpoint_best)
     average_interval: int = 200  # updates between the averaged checkpoints
+    autocast_bf16: bool = False  # train under torch.autocast(bfloat16) (the plugin task's --autocast-bf16)
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class Config:
 
     @property
     def run_dir(self) -> Path:
-        return self.work_dir / "runs" / f"{self.vocab_tag}-{self.train.mode}"
+        return self.work_dir / "runs" / f"{self.vocab_tag}-{self.train.arm}"
 
     @property
     def checkpoints(self) -> Path:
@@ -399,7 +400,8 @@ def stage_generate(cfg: Config) -> None:
     write_lines(hyp_file, [segmenter.decode(tokens.split()) for tokens in hypotheses])
     speed = re.search(r"Translated ([\d,]+) sentences .*? in ([\d.]+)s \(([\d.]+) sentences/s, ([\d.]+) tokens/s",
                       log + output)
-    stats: dict[str, object] = {"sentences": expected, "wall_s": round(wall, 1)}
+    stats: dict[str, object] = {"sentences": expected, "wall_s": round(wall, 1), "beam": cfg.beam,
+                                "lenpen": cfg.lenpen}
     if speed:
         stats.update(decode_s=float(speed.group(2)), sentences_per_s=float(speed.group(3)),
                      tokens_per_s=float(speed.group(4)))
@@ -478,8 +480,8 @@ def stage_summary(cfg: Config) -> None:
     if cfg.dry_run:
         return
     summary: dict[str, object] = {
-        "pair": f"{cfg.src}-{cfg.tgt}", "mode": cfg.train.mode, "vocab": cfg.vocab_tag,
-        "data_pairs": {s: len(read_lines(cfg.data / f"{s}.{cfg.src}")) for s in SPLITS},
+        "pair": f"{cfg.src}-{cfg.tgt}", "mode": cfg.train.mode, "arm": cfg.train.arm, "vocab": cfg.vocab_tag,
+        "autocast_bf16": cfg.train.autocast_bf16, "data_pairs": {s: len(read_lines(cfg.data / f"{s}.{cfg.src}")) for s in SPLITS},
         "dictionary": {lang: dictionary_size(cfg.bin / f"dict.{lang}.txt") for lang in cfg.langs},
     }
     train = load_json(cfg.run_dir / "train.json")
@@ -494,6 +496,7 @@ def stage_summary(cfg: Config) -> None:
     for key in ("sentences_per_s", "tokens_per_s"):
         if key in generation:
             summary[f"decode_{key}"] = generation[key]
+    summary.update({k: generation[k] for k in ("beam", "lenpen") if k in generation})
     summary.update({k: v for k, v in load_json(cfg.run_dir / "score.json").items() if k != "sentences"})
     summary["output"] = output_layer_description(cfg)
     write_json(summary_file, summary)
@@ -569,6 +572,13 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
                         help="default %(default)s")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fp16", action="store_true", help="mixed precision (GPU only)")
+    parser.add_argument("--softmax-kernel", choices=SOFTMAX_KERNELS, default="eager",
+                        help="--mode softmax: eager (fairseq's label_smoothed_cross_entropy) or a fused linear + "
+                             "loss kernel of fused_label_smoothed_cross_entropy (liger and cce: CUDA and their "
+                             "packages) (default %(default)s)")
+    parser.add_argument("--autocast-bf16", action=argparse.BooleanOptionalAction, default=recipe.autocast_bf16,
+                        help="train under torch.autocast in bfloat16 (matrix products in bf16, weights fp32; "
+                             "pays on CPUs with AVX512-BF16 or AMX) (default %(default)s)")
     parser.add_argument("--log-format", choices=("tqdm", "simple"),
                         help="fairseq progress display (default tqdm on a terminal, else simple)")
     parser.add_argument("--beam", type=int, default=5)
@@ -583,6 +593,7 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
 
 
 LR_SCHEDULES = ("inverse_sqrt", "linear")
+SOFTMAX_KERNELS = ("eager", "compile", "torch", "liger", "cce")  # mhce_nmt.fused_softmax.KERNELS
 
 
 def schedule_overrides(args: argparse.Namespace) -> tuple[str, ...]:
@@ -618,6 +629,11 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
                  f"and {args.average_interval}")
 
     gpu = torch.cuda.is_available()
+    if args.softmax_kernel != "eager" and args.mode != "softmax":
+        sys.exit(f"error: --softmax-kernel applies to --mode softmax, not {args.mode}; drop the option")
+    if args.fp16 and args.autocast_bf16:
+        sys.exit("error: --fp16 and --autocast-bf16 are two kinds of mixed precision; give --no-autocast-bf16 "
+                 "with --fp16")
     vocab_size = args.vocab_size or (recipe.word_vocab_size if args.word_level else recipe.vocab_size)
     settings = TrainSettings(
         mode=args.mode, base_arch=recipe.base_arch,
@@ -627,7 +643,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         keep_interval_updates=args.average_last if args.average_last > 1 else 0,
         max_tokens=args.max_tokens, max_update=args.max_update,
         stop_time_hours=args.train_minutes / 60 if args.train_minutes else None, seed=args.seed,
-        cpu=not gpu, fp16=args.fp16 and gpu,
+        cpu=not gpu, fp16=args.fp16 and gpu, autocast_bf16=args.autocast_bf16, softmax_kernel=args.softmax_kernel,
         log_format=args.log_format or ("tqdm" if sys.stderr.isatty() else "simple"),
     )
     return Config(

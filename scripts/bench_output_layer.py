@@ -11,6 +11,11 @@ For every vocabulary size V it times, on the same random decoder states:
   - adaptive: fairseq.modules.AdaptiveSoftmax (cutoffs V/16, V/4 by default, factor 4, no
               dropout) + the adaptive_loss criterion's computation (one plain CE per cluster,
               summed; adaptive_loss has no label smoothing).
+  - softmax-compile / -torch / -liger / -cce: the same Linear(d, V) weight and loss through a fused
+              kernel (mhce_nmt.fused_softmax: torch.compile of the eager loss, torch's
+              F.linear_cross_entropy, Liger-Kernel, Cut Cross-Entropy). liger and cce need CUDA and
+              their packages; cce has no label smoothing, so it runs with eps 0 (its records say so).
+              Their decode step is the eager softmax's. Named in --methods only.
   - mhp, mhe, mhs: mhce_nmt.output.build_output_layer(mode, LabelCodec.build(V, None, 2), d)
               + factored_loss with eps 0.1, joint smoothing as the criterion's default (mhe:
               --smoothing-groups groups drawn per token for its uniform term; --smoothing per-level for
@@ -23,7 +28,9 @@ For every vocabulary size V it times, on the same random decoder states:
 Timing: every method lives in one process; after --warmup untimed calls, the --repeats timed
 repetitions are interleaved across methods (round-robin, so machine noise hits all of them alike)
 and the median is reported. torch threads are pinned to --threads (default os.cpu_count()).
-Speed-ups are softmax_ms / method_ms at the same V.
+Speed-ups are softmax_ms / method_ms at the same V; *_vs_fastest_softmax compares with the fastest
+softmax of the run (eager or fused), train time and peak memory alike. --grouped-path forces MHE's
+grouped products onto one way (mhce_nmt.output.grouped.PATHS) to compare them.
 
 Memory (peak_mb): the extra memory one step needs on top of the steady state (parameters and
 inputs allocated, no gradients held), i.e. activations, workspace and the gradients it creates.
@@ -86,7 +93,12 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mhce_nmt.output.grouped import PATHS, forced_path  # noqa: E402
+
 METHODS = ("softmax", "adaptive", "mhp", "mhe", "mhs")
+#: the softmax through a fused linear + loss kernel (not run unless named in --methods)
+FUSED_METHODS = ("softmax-compile", "softmax-torch", "softmax-liger", "softmax-cce")
 #: mhp/mhe with a frequent-token shortlist of --shortlist ids (not run unless named in --methods)
 SHORTLIST_METHODS = ("mhp+shortlist", "mhe+shortlist")
 MIB = 1024.0 * 1024.0
@@ -109,7 +121,9 @@ class Bench:
     def __init__(self, method: str, vocab: int, args: argparse.Namespace,
                  device: torch.device, dtype: torch.dtype):
         self.method = method
-        self.family = method.split("+")[0]  # mhe+shortlist is an mhe layer
+        self.family = method.split("+")[0].split("-")[0]  # mhe+shortlist is an mhe layer, softmax-torch a softmax
+        self.kernel = method.partition("-")[2] or None  # fused softmax kernel
+        self.epsilon = 0.0 if self.kernel == "cce" else args.epsilon  # cce has no label smoothing
         self.vocab = vocab
         self.args = args
         self.device = device
@@ -138,6 +152,10 @@ class Bench:
         groups = None
         if method == "mhs":
             groups = max(1, math.ceil(codec.num_prefixes[0] / 8))
+        if self.kernel:
+            from mhce_nmt.fused_softmax import check_kernel
+
+            check_kernel(self.kernel, self.device, self.args.epsilon if self.kernel != "cce" else 0.0)
         return build_output_layer(self.family, codec, dim, mhs_groups=groups)
 
     def param_mb(self) -> float:
@@ -149,6 +167,10 @@ class Bench:
         self.x.grad = None
 
     def train_step(self) -> None:
+        with forced_path(self.args.grouped_path):
+            self._train_step()
+
+    def _train_step(self) -> None:
         self.layer.train()
         self.clear_grads()
         if self.method == "adaptive":
@@ -157,6 +179,11 @@ class Bench:
             for lg, tg in zip(logits, targets):
                 if tg is not None:
                     loss = loss + F.cross_entropy(lg.float(), tg, reduction="sum")
+        elif self.kernel:
+            from mhce_nmt.fused_softmax import linear_smoothed_cross_entropy
+
+            loss = linear_smoothed_cross_entropy(self.x, self.layer.weight, self.y, self.epsilon, -100,
+                                                 self.kernel)[0]
         else:
             from mhce_nmt.output import factored_loss
 
@@ -167,6 +194,10 @@ class Bench:
 
     @torch.no_grad()
     def decode_step(self) -> torch.Tensor:
+        with forced_path(self.args.grouped_path):
+            return self._decode_step()
+
+    def _decode_step(self) -> torch.Tensor:
         self.layer.eval()
         if self.method == "adaptive":
             lp = self.layer.get_log_prob(self.xh.unsqueeze(0), None).squeeze(0)
@@ -323,6 +354,8 @@ def memory_child_args(args, vocab: int, methods: List[str], extra: List[str]) ->
            "--adaptive-cutoffs", *map(str, args.adaptive_cutoffs), "--device", args.device,
            "--dtype", args.dtype, "--threads", str(args.threads), "--smoothing", args.smoothing,
            "--smoothing-groups", str(args.smoothing_groups), "--shortlist", str(args.shortlist)]
+    if args.grouped_path:
+        cmd += ["--grouped-path", args.grouped_path]
     return cmd + extra
 
 
@@ -371,8 +404,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="target vocabulary sizes (default 8192 32768 131072; --quick: 2048)")
     p.add_argument("--shortlist", type=int, default=1024,
                    help="ids scored directly at level 1 by mhp+shortlist / mhe+shortlist (default 1024)")
-    p.add_argument("--methods", nargs="+", choices=METHODS + SHORTLIST_METHODS, default=list(METHODS),
-                   help="methods to run (default: all; softmax is always added as the baseline)")
+    p.add_argument("--methods", nargs="+", choices=METHODS + SHORTLIST_METHODS + FUSED_METHODS,
+                   default=list(METHODS),
+                   help="methods to run (default: all but the shortlist and fused ones; softmax is always "
+                        "added as the baseline)")
+    p.add_argument("--grouped-path", choices=PATHS,
+                   help="run MHE's grouped products on this way (default: chosen by device and dtype)")
     p.add_argument("--tokens", type=int, default=None, help="decoder states per training step "
                    "(default 2048; --quick: 512)")
     p.add_argument("--dim", type=int, default=512, help="decoder output width d (default 512)")
@@ -442,8 +479,8 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def format_table(records: List[dict]) -> str:
-    head = (f"{'V':>7} {'method':<13} {'train_ms':>10} {'x':>7} {'decode_ms':>10} {'x':>7} "
-            f"{'peak_mb':>9} {'dec_mb':>8} {'param_mb':>9}   (min train / decode ms)")
+    head = (f"{'V':>7} {'method':<15} {'train_ms':>10} {'x':>7} {'xbest':>7} {'decode_ms':>10} {'x':>7} "
+            f"{'peak_mb':>9} {'mem/best':>8} {'dec_mb':>8} {'param_mb':>9}   (min train / decode ms)")
     lines = [head, "-" * len(head)]
 
     def num(v, fmt):
@@ -452,10 +489,10 @@ def format_table(records: List[dict]) -> str:
 
     for r in records:
         lines.append(
-            f"{r['vocab']:>7} {r['method']:<13} {r['train_ms']:>10.2f} "
-            f"{r['train_speedup_vs_softmax']:>6.1f}x {r['decode_ms']:>10.2f} "
-            f"{r['decode_speedup_vs_softmax']:>6.1f}x {num(r['peak_mb'], '9.1f')} "
-            f"{num(r['decode_peak_mb'], '8.1f')} {r['param_mb']:>9.1f}"
+            f"{r['vocab']:>7} {r['method']:<15} {r['train_ms']:>10.2f} "
+            f"{r['train_speedup_vs_softmax']:>6.1f}x {r['train_speedup_vs_fastest_softmax']:>6.1f}x "
+            f"{r['decode_ms']:>10.2f} {r['decode_speedup_vs_softmax']:>6.1f}x {num(r['peak_mb'], '9.1f')} "
+            f"{num(r['peak_mb_vs_fastest_softmax'], '8.3f')} {num(r['decode_peak_mb'], '8.1f')} {r['param_mb']:>9.1f}"
             f"   min {r['train_ms_min']:.2f} / {r['decode_ms_min']:.2f}")
     return "\n".join(lines)
 
@@ -465,6 +502,16 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    for method in args.methods:  # a fused kernel that cannot run here: one line, before any timing
+        if method in FUSED_METHODS:
+            from mhce_nmt.errors import MHCEConfigError
+            from mhce_nmt.fused_softmax import check_kernel
+
+            kernel = method.partition("-")[2]
+            try:
+                check_kernel(kernel, device, 0.0 if kernel == "cce" else args.epsilon)
+            except MHCEConfigError as err:
+                sys.exit(f"error: --methods {method}: {err}")
 
     if args.memory_child:  # internal: memory of each method at one V, printed as JSON
         release_freed_memory_to_os()
@@ -488,6 +535,8 @@ def main(argv=None) -> int:
         load_end = _loadavg()
         mem = measure_memory(vocab, args.methods, args, device, dtype)
         base = times["softmax"]
+        softmaxes = [m for m in args.methods if m == "softmax" or m in FUSED_METHODS]
+        fastest = min(softmaxes, key=lambda m: times[m]["train_ms"])
         for m in args.methods:
             t, mm = times[m], mem[m]
             rec = {
@@ -499,6 +548,13 @@ def main(argv=None) -> int:
                 "train_peak_mb": None if mm["train_peak_mb"] is None else round(mm["train_peak_mb"], 1),
                 "decode_peak_mb": None if mm["decode_peak_mb"] is None else round(mm["decode_peak_mb"], 1),
                 "param_mb": round(t["param_mb"], 1),
+                "fastest_softmax": fastest,
+                "train_speedup_vs_fastest_softmax": round(times[fastest]["train_ms"] / t["train_ms"], 2),
+                "peak_mb_vs_fastest_softmax": (
+                    None if not mm["train_peak_mb"] or not mem[fastest]["train_peak_mb"]
+                    else round(mm["train_peak_mb"] / mem[fastest]["train_peak_mb"], 3)),
+                "label_smoothing": 0.0 if m == "softmax-cce" else (0.0 if m == "adaptive" else args.epsilon),
+                "grouped_path": args.grouped_path,
                 "memory_method": mm.get("memory_method"),
                 "train_ms_min": min(t["train_ms_all"]), "decode_ms_min": min(t["decode_ms_all"]),
                 "train_ms_all": t["train_ms_all"], "decode_ms_all": t["decode_ms_all"],
@@ -511,10 +567,15 @@ def main(argv=None) -> int:
                     rec[key] = t[key]
             records.append(rec)
         print(format_table([r for r in records if r["vocab"] == vocab]), flush=True)
+        if args.json:  # after every vocabulary size: a run cut short keeps what it measured
+            with open(args.json, "w") as f:
+                json.dump(records, f, indent=1)
         print(f"# 1-min load average before / after the timings: {load_start} / {load_end} "
               f"on {os.cpu_count()} CPUs", flush=True)
     if len(args.vocab_sizes) > 1:
         print("\n" + format_table(records))
+    print("# x: speed-up over eager softmax; xbest and mem/best: against the fastest softmax of the run "
+          f"({', '.join(sorted({r['fastest_softmax'] for r in records}))})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)

@@ -220,14 +220,17 @@ def score_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Name
 
 
 def curve_label(r: Dict[str, object]) -> str:
-    return r["method"] + (f"/{r['variant']}" if r["variant"] else "")
+    """method[/variant], and the length penalty where it is not 1."""
+    lenpen = r.get("lenpen")
+    return (r["method"] + (f"/{r['variant']}" if r["variant"] else "")
+            + (f" lenpen {lenpen:g}" if lenpen not in (None, 1, 1.0) else ""))
 
 
 def markdown_table(records: Sequence[Dict[str, object]]) -> str:
     """One row per record, arms in their first-seen order, updates ascending."""
     cols = [("vocab", "V"), ("arm", "arm"), ("updates", "updates"), ("train_minutes", "train min"),
             ("train_words_per_s", "train words/s"), ("valid_ppl", "valid ppl"), ("bleu", "BLEU"),
-            ("chrf", "chrF"), ("bp", "BP"), ("hyp_ref_ratio", "hyp/ref"),
+            ("chrf", "chrF"), ("bp", "BP"), ("hyp_ref_ratio", "hyp/ref"), ("lenpen", "lenpen"),
             ("decode_sentences_per_s", "decode sent/s"), ("decode_tokens_per_s", "decode tok/s")]
     order = {label: i for i, label in enumerate(dict.fromkeys(curve_label(r) for r in records))}
     rows = sorted(records, key=lambda r: (r["vocab"], order[curve_label(r)], r["updates"]))
@@ -296,12 +299,20 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     no_training.add_argument("--valid-curves", type=Path, nargs="+", metavar="PATH",
                              help="OUT.md TRAIN_LOG [...]: validation ppl against updates from fairseq "
                                   "train.logs (table and OUT.png), train nothing")
+    no_training.add_argument("--recipe-summaries", type=Path, nargs="+", metavar="PATH",
+                             help="OUT SUMMARY [...]: recipe runs' summary.json files as records of this "
+                                  "benchmark (arms trained by recipes/*/run.py with one schedule, named by "
+                                  "--settings), written to OUT (+ .md, .png); train nothing")
+    parser.add_argument("--settings", default="recipe",
+                        help="with --recipe-summaries: the schedule the runs shared (a tag for the records)")
     no_training.add_argument("--prepare-only", action="store_true",
                              help="extract, segment and binarise the corpus for --vocab-size, train nothing "
                                   "(before parallel runs, which must not prepare it at once)")
     args = parser.parse_args(argv)
     if args.valid_curves is not None and len(args.valid_curves) < 2:
         parser.error("--valid-curves needs the output file and at least one train.log")
+    if args.recipe_summaries is not None and len(args.recipe_summaries) < 2:
+        parser.error("--recipe-summaries needs the output file and at least one summary.json")
     if args.merge is not None and len(args.merge) < 2:
         parser.error("--merge needs the output file and at least one input file")
     if args.interval < 1 or args.max_update < args.interval:
@@ -362,6 +373,17 @@ def merge_records(inputs: Sequence[Path]) -> List[Dict[str, object]]:
     return list(merged.values())
 
 
+def recipe_record(summary: Dict[str, object], settings: str) -> Dict[str, object]:
+    """One recipe run's summary.json -> a record of this benchmark (one point: its last update)."""
+    arm = summary.get("arm", summary["mode"])  # softmax-liger: softmax through a fused kernel
+    variant = arm.partition("-")[2] or ("shortlist" if "shortlist" in str(summary.get("output", "")) else "")
+    keys = ("bleu", "chrf", "bp", "hyp_ref_ratio", "valid_ppl", "train_words_per_s", "decode_sentences_per_s",
+            "decode_tokens_per_s", "lenpen", "beam", "bleu_signature", "bleu_detail")
+    return {"vocab": summary["dictionary"][summary["pair"].split("-")[1]], "method": summary["mode"],
+            "variant": variant, "updates": summary["num_updates"], "settings": settings,
+            "sentences": summary["data_pairs"]["test"], **{k: summary.get(k) for k in keys}}
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write through a temporary file, so a run stopped mid-write never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -390,6 +412,14 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
             sys.exit(f"error: --valid-curves input not found: {', '.join(missing)}")
         print(valid_curves(args.valid_curves[1:], args.valid_curves[0]), end="")
         return []
+    if args.recipe_summaries:
+        missing = [str(p) for p in args.recipe_summaries[1:] if not p.exists()]
+        if missing:
+            sys.exit(f"error: --recipe-summaries input not found: {', '.join(missing)}")
+        records = [recipe_record(json.loads(p.read_text()), args.settings) for p in args.recipe_summaries[1:]]
+        write_outputs(records, args.recipe_summaries[0])
+        print(markdown_table(records), end="")
+        return records
     if args.merge:
         missing = [str(p) for p in args.merge[1:] if not p.exists()]
         if missing:
@@ -400,7 +430,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
         return records
     bench = argparse.Namespace(work_dir=args.work_dir, vocab_size=args.vocab_size, max_update=args.max_update,
                                warmup_updates=args.warmup_updates, max_tokens=args.max_tokens, seed=args.seed,
-                               train_minutes=0, batch_size=args.batch_size, bf16=False, lr=args.lr,
+                               train_minutes=0, batch_size=args.batch_size, bf16=False, model="small", lr=args.lr,
                                dropout=args.dropout)
     cfg, recipe_args = recipe_config(bench)
     libreoffice.stage_extract(cfg, recipe_args)

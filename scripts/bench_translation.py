@@ -10,7 +10,13 @@ sacreBLEU BLEU and chrF with signatures. Writes JSON, a markdown table and a PNG
     python scripts/bench_translation.py --quick    # ~10 minutes: 8k vocab, 40 updates, 300 test lines
     python scripts/bench_translation.py --methods softmax mhe --max-update 600 --vocab-size 16000
 
-Runs unchanged on a GPU (auto-detected; --bf16 for bfloat16 training there).
+Runs unchanged on a GPU (auto-detected). There, --bf16 trains under bf16 autocast (the task's
+--autocast-bf16: MHE's grouped products become one grouped GEMM), --model base gives the
+transformer_wmt_en_de width (d=512, 6+6 layers), and the fused softmax baselines run as methods
+softmax-compile, softmax-torch, softmax-liger and softmax-cce (criterion
+fused_label_smoothed_cross_entropy; liger and cce need their packages and CUDA):
+
+    python scripts/bench_translation.py --model base --bf16 --methods softmax softmax-liger mhe mhp
 """
 from __future__ import annotations
 
@@ -36,6 +42,20 @@ from recipes.libreoffice_de_en.extract import add_extract_arguments  # noqa: E40
 from recipes.vocab import load_segmenter  # noqa: E402
 
 DEFAULT_METHODS = ("softmax", "adaptive", "mhp", "mhe", "mhs")
+#: softmax trained through a fused linear + loss kernel (mhce_nmt.fused_softmax)
+FUSED_SOFTMAX_METHODS = tuple(f"softmax-{k}" for k in pipeline.SOFTMAX_KERNELS if k != "eager")
+#: --model base: transformer_wmt_en_de's width and depth, over the recipe's CPU-sized model
+BASE_MODEL_ARGS = (
+    "--encoder-layers", "6", "--decoder-layers", "6", "--encoder-embed-dim", "512", "--decoder-embed-dim", "512",
+    "--encoder-ffn-embed-dim", "2048", "--decoder-ffn-embed-dim", "2048",
+    "--encoder-attention-heads", "8", "--decoder-attention-heads", "8",
+)
+
+
+def method_settings(cfg: pipeline.Config, method: str) -> pipeline.Config:
+    """cfg for one method: a mode, or softmax-KERNEL (softmax through a fused kernel)."""
+    mode, _, kernel = method.partition("-")
+    return replace(cfg, train=replace(cfg.train, mode=mode, softmax_kernel=kernel or "eager"))
 
 
 def run_measured(cmd: List[str], log: Path) -> Dict[str, float]:
@@ -72,12 +92,12 @@ def subset_test(cfg: pipeline.Config, lines: int) -> None:
         pipeline.write_lines(path, kept)
 
 
-def decode(cfg: pipeline.Config, mode: str, run_dir: Path, topk: str) -> Dict[str, object]:
+def decode(cfg: pipeline.Config, method: str, run_dir: Path, topk: str) -> Dict[str, object]:
     """fairseq-generate on the test set, desegment in order, score with sacreBLEU."""
     out_dir = run_dir / f"gen-{topk}"
-    cmd = generate_command(cfg.bin, pipeline.checkpoint_path(replace(cfg, train=replace(cfg.train, mode=mode))),
-                           out_dir, mode, beam=cfg.beam, batch_size=cfg.batch_size, topk_groups=topk,
-                           cpu=cfg.train.cpu)
+    method_cfg = method_settings(cfg, method)
+    cmd = generate_command(cfg.bin, pipeline.checkpoint_path(method_cfg), out_dir, method_cfg.train.mode,
+                           beam=cfg.beam, batch_size=cfg.batch_size, topk_groups=topk, cpu=cfg.train.cpu)
     measured = run_measured(cmd, out_dir / "generate.log")
     output = (out_dir / "generate-test.txt").read_text(encoding="utf-8")
     expected = len(pipeline.read_lines(cfg.data / f"test.{cfg.src}"))
@@ -102,9 +122,10 @@ def device_name() -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def bench_method(cfg: pipeline.Config, mode: str, topk: str, exhaustive: bool) -> Dict[str, object]:
+def bench_method(cfg: pipeline.Config, method: str, topk: str, exhaustive: bool) -> Dict[str, object]:
     """Train one method from scratch, then decode and score; one record."""
-    method_cfg = replace(cfg, train=replace(cfg.train, mode=mode))
+    method_cfg = method_settings(cfg, method)
+    mode = method_cfg.train.mode
     run_dir = method_cfg.run_dir
     shutil.rmtree(run_dir, ignore_errors=True)
     method_cfg.checkpoints.mkdir(parents=True)
@@ -112,16 +133,16 @@ def bench_method(cfg: pipeline.Config, mode: str, topk: str, exhaustive: bool) -
     measured = run_measured(cmd, run_dir / "train.out")
     stats = pipeline.parse_train_log(method_cfg.checkpoints / "train.log")
     record: Dict[str, object] = {
-        "method": mode, "device": device_name(), "vocab": pipeline.target_vocab_size(cfg),
+        "method": method, "device": device_name(), "vocab": pipeline.target_vocab_size(cfg),
         "updates": stats.get("num_updates"),
         "train_words_per_s": train_words_per_second(method_cfg.checkpoints / "train.log"),
         "train_wall_s": round(measured["wall_s"], 1), "train_peak_rss_mb": round(measured["peak_rss_mb"], 1),
         "valid_ppl": stats.get("valid_ppl"), "model_params": stats.get("model_params"),
         "output_layer_params": pipeline.output_layer_params(pipeline.checkpoint_path(method_cfg)),
     }
-    record.update(decode(cfg, mode, run_dir, topk if mode in ("mhe", "mhp") else "full"))
+    record.update(decode(cfg, method, run_dir, topk if mode in ("mhe", "mhp") else "full"))
     if exhaustive and mode == "mhe":
-        full = decode(cfg, mode, run_dir, "all")
+        full = decode(cfg, method, run_dir, "all")
         record.update({f"exhaustive_{k}": v for k, v in full.items()
                        if k in ("bleu", "bp", "chrf", "decode_sentences_per_s")})
     print(json.dumps(record), flush=True)
@@ -200,14 +221,14 @@ def recipe_config(args: argparse.Namespace) -> Tuple[pipeline.Config, argparse.N
                    "--train-minutes", str(args.train_minutes), "--batch-size", str(args.batch_size),
                    "--lr", f"{args.lr:g}", "--dropout", f"{args.dropout:g}", "--mhce-shortlist", "0",
                    "--average-last", "0", "--lr-schedule", "inverse_sqrt",
-                   "--log-format", "simple"]
+                   "--autocast-bf16" if args.bf16 else "--no-autocast-bf16", "--log-format", "simple"]
     parser_recipe = argparse.ArgumentParser()
     pipeline.add_arguments(parser_recipe, libreoffice.RECIPE, ("extract",) + pipeline.STAGES)
     add_extract_arguments(parser_recipe)
     recipe_args = parser_recipe.parse_args(argv_recipe)
     cfg = pipeline.config_from_args(recipe_args, libreoffice.RECIPE)
-    if args.bf16:
-        cfg = replace(cfg, train=replace(cfg.train, model_args=(*cfg.train.model_args, "--bf16")))
+    if args.model == "base":  # fairseq keeps the last value of a repeated option
+        cfg = replace(cfg, train=replace(cfg.train, model_args=(*cfg.train.model_args, *BASE_MODEL_ARGS)))
     return cfg, recipe_args
 
 
@@ -215,7 +236,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """The benchmark's options (--quick filled in)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=REPO / "recipes" / "libreoffice_de_en" / "work")
-    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=MODES)
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=MODES + FUSED_SOFTMAX_METHODS)
+    parser.add_argument("--model", choices=("small", "base"), default="small",
+                        help="small: the recipe's 3+3 layers of width 256; base: transformer_wmt_en_de's 6+6 of 512 "
+                             "(default %(default)s)")
     parser.add_argument("--vocab-size", type=int, default=32000, help="joint sentencepiece vocabulary")
     parser.add_argument("--max-update", type=int, default=160,
                         help="updates per method (default 160: under an hour for all five on 2 CPU cores)")
@@ -231,9 +255,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--topk-groups", default="8", help="coarse-to-fine G for mhe/mhp")
     parser.add_argument("--no-exhaustive", action="store_true", help="skip mhe's exhaustive decode")
     parser.add_argument("--test-lines", type=int, default=1000, help="decode the first N test pairs (0 = all)")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 training (GPU)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="train under bf16 autocast (the task's --autocast-bf16; GPUs, and CPUs with "
+                             "AVX512-BF16 or AMX)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (~10 min on 2 cores): 8k vocab, 40 updates, 300 test lines, own work dir")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="extract, segment and binarise the benchmark's corpus, train nothing (to pack it "
+                             "for a machine without network, as scripts/gpu_check.sh expects)")
     parser.add_argument("--layer-json", type=Path, help="bench_output_layer.py JSON for the plot's 2nd panel")
     parser.add_argument("--out", type=Path, default=REPO / "bench_out", help="where JSON/markdown/PNG go")
     parser.add_argument("--plot-only", type=Path, metavar="JSON",
@@ -265,13 +294,17 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
             subset_test(cfg, args.test_lines)
     pipeline.stage_spm(cfg)
     pipeline.stage_binarize(cfg)
+    if args.prepare_only:
+        print(f"prepared {cfg.work_dir}")
+        return []
     args.out.mkdir(parents=True, exist_ok=True)
-    tag = f"translation_V{args.vocab_size}_u{args.max_update}"
+    tag = f"translation_V{args.vocab_size}_u{args.max_update}" + ("_base" if args.model == "base" else "")
+    tag += "_bf16" if args.bf16 else ""
     tag += f"_lr{args.lr:g}" if args.lr != 1e-3 else ""
     tag += f"_d{args.dropout:g}" if args.dropout != 0.2 else ""
     records: List[Dict[str, object]] = []
-    for mode in args.methods:  # the JSON is rewritten after each method: a failure keeps the rest
-        records.append(bench_method(cfg, mode, args.topk_groups, not args.no_exhaustive))
+    for method in args.methods:  # the JSON is rewritten after each method: a failure keeps the rest
+        records.append(bench_method(cfg, method, args.topk_groups, not args.no_exhaustive))
         add_relative_numbers(records)
         (args.out / f"{tag}.json").write_text(json.dumps(records, indent=2) + "\n")
     table = markdown_table(records)

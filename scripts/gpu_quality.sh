@@ -20,14 +20,8 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 start=$(date +%s)
 
-if compgen -G "$repo/.whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site "$repo"/.whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PATH=/tmp/site/bin:$PATH
-fi
-if [ -f "$repo/.gpu/work.tgz" ]; then
-    mkdir -p "$work" && tar xzf "$repo/.gpu/work.tgz" -C "$work" || exit 1
-fi
+# shellcheck source=scripts/gpu_setup.sh
+source "$repo/scripts/gpu_setup.sh" || exit 1
 python3 -c "import torch, fairseq; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 1
 
 # Same schedule for every arm of a comparison. 8,192 tokens a batch: the GPU's cost is per update.

@@ -54,6 +54,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     args = parse_args(argv)
     bench = argparse.Namespace(work_dir=args.work_dir, vocab_size=args.vocab_size, max_update=1, warmup_updates=1,
                                max_tokens=4096, seed=1, train_minutes=0, batch_size=args.batch_size, bf16=False,
+                               model="small",
                                lr=1e-3, dropout=0.2)
     cfg, _ = recipe_config(bench)
     if not cfg.bin.is_dir():

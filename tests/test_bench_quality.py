@@ -107,7 +107,7 @@ def test_learning_rate_and_dropout_join_the_schedule_and_reach_fairseq(tmp_path:
     assert bench.settings_tag(args) == "w500-t4096-s1-lr0.002-d0.1"
     namespace = __import__("argparse").Namespace(
         work_dir=tmp_path, vocab_size=16000, max_update=100, warmup_updates=500, max_tokens=4096, seed=1,
-        train_minutes=0, batch_size=64, bf16=False, lr=args.lr, dropout=args.dropout)
+        train_minutes=0, batch_size=64, bf16=False, model="small", lr=args.lr, dropout=args.dropout)
     cfg, _ = bench.recipe_config(namespace)
     words = list(cfg.train.model_args)
     assert words[len(words) - 1 - words[::-1].index("--lr") + 1] == "0.002"
@@ -143,9 +143,37 @@ def test_benchmarks_keep_their_schedule_whatever_the_demo_uses(tmp_path: Path):
     assert libreoffice.RECIPE.lr_schedule == "linear" and libreoffice.RECIPE.mhce_shortlist  # the demo's choices
     namespace = __import__("argparse").Namespace(
         work_dir=tmp_path, vocab_size=16000, max_update=100, warmup_updates=1000, max_tokens=4096, seed=1,
-        train_minutes=0, batch_size=64, bf16=False, lr=1e-3, dropout=0.2)
+        train_minutes=0, batch_size=64, bf16=False, model="small", lr=1e-3, dropout=0.2)
     cfg, _ = bench.recipe_config(namespace)
     assert cfg.average_last == 0 and cfg.train.save_interval_updates == 0 and cfg.train.shortlist_args == ()
     assert "polynomial_decay" not in cfg.train.model_args  # inverse_sqrt, whatever the demo decays with
     words = list(cfg.train.model_args)
     assert words[len(words) - 1 - words[::-1].index("--lr") + 1] == "0.001"
+
+
+def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Path):
+    """A recipe run's summary.json (fields as recipes/pipeline.py writes them) -> one record per
+    run; the same arm at two length penalties stays two curves."""
+    def summary(mode, output, bleu, lenpen):
+        return {"pair": "de-en", "mode": mode, "vocab": "spm16000", "data_pairs": {"train": 9, "valid": 3, "test": 2000},
+                "dictionary": {"de": 16000, "en": 16000}, "num_updates": 2000, "train_words_per_s": 1500.0,
+                "valid_ppl": 13.1, "decode_sentences_per_s": 40.0, "decode_tokens_per_s": 800.0, "beam": 5,
+                "lenpen": lenpen, "bleu": bleu, "bleu_signature": "nrefs:1|tok:13a", "bleu_detail": "BLEU = ...",
+                "bp": 0.99, "hyp_ref_ratio": 0.99, "chrf": 52.0, "output": output}
+    files = []
+    for i, (mode, output, bleu, lenpen) in enumerate((
+            ("softmax", "softmax", 28.0, 1.0), ("mhe", "mhe (shortlist 1024 + heads 123x122)", 27.8, 1.0),
+            ("mhe", "mhe (shortlist 1024 + heads 123x122)", 28.5, 2.0))):
+        files.append(tmp_path / f"s{i}.json")
+        files[-1].write_text(json.dumps(summary(mode, output, bleu, lenpen)))
+    out = tmp_path / "demo.json"
+    records = bench.main(["--recipe-summaries", str(out), *map(str, files), "--settings", "demo-fp32"])
+    assert [(r["method"], r["variant"], r["updates"], r["bleu"], r["lenpen"], r["vocab"], r["settings"])
+            for r in records] == [("softmax", "", 2000, 28.0, 1.0, 16000, "demo-fp32"),
+                                  ("mhe", "shortlist", 2000, 27.8, 1.0, 16000, "demo-fp32"),
+                                  ("mhe", "shortlist", 2000, 28.5, 2.0, 16000, "demo-fp32")]
+    table = out.with_suffix(".md").read_text()
+    assert "| mhe/shortlist lenpen 2 |" in table and "| mhe/shortlist |" in table
+    assert out.with_suffix(".png").exists()
+    with pytest.raises(SystemExit, match="not found"):
+        bench.main(["--recipe-summaries", str(out), str(tmp_path / "missing.json")])

@@ -84,12 +84,31 @@ def test_no_time_cap_by_default(tmp_path: Path):
     assert cfg.train.stop_time_hours is None and cfg.train.max_update == 160
 
 
-def test_bf16_reaches_fairseq_train(tmp_path: Path):
+def test_bf16_trains_under_autocast_and_only_when_asked(tmp_path: Path):
+    """--bf16 is the task's --autocast-bf16 (fairseq 0.12's own --bf16 means --tpu); without it the
+    benchmark trains in fp32 whatever the demo's default."""
     args = bench.parse_args(["--work-dir", str(tmp_path), "--bf16"])
     cfg, _ = bench.recipe_config(args)
-    assert "--bf16" in bench.train_command(cfg.bin, tmp_path, cfg.train, 27_728)
+    cmd = bench.train_command(cfg.bin, tmp_path, cfg.train, 27_728)
+    assert "--autocast-bf16" in cmd and "--bf16" not in cmd
     plain, _ = bench.recipe_config(bench.parse_args(["--work-dir", str(tmp_path)]))
-    assert "--bf16" not in bench.train_command(cfg.bin, tmp_path, plain.train, 27_728)
+    assert "--autocast-bf16" not in bench.train_command(cfg.bin, tmp_path, plain.train, 27_728)
+
+
+def test_base_model_and_fused_softmax_methods_reach_fairseq_train(tmp_path: Path):
+    import mhce_nmt  # noqa: F401  (registers the plugin's criterion options)
+    from fairseq import options
+
+    cfg, _ = bench.recipe_config(bench.parse_args(["--work-dir", str(tmp_path), "--model", "base"]))
+    for method, criterion in (("softmax", "label_smoothed_cross_entropy"),
+                              ("softmax-liger", "fused_label_smoothed_cross_entropy")):
+        arm = bench.method_settings(cfg, method)
+        cmd = bench.train_command(arm.bin, arm.checkpoints, arm.train, 32_000)
+        parsed = options.parse_args_and_arch(options.get_training_parser(), cmd[1:])
+        assert parsed.criterion == criterion and parsed.encoder_embed_dim == 512 and parsed.decoder_layers == 6
+        assert arm.run_dir.name.endswith(method)  # one run directory per arm
+    assert parsed.fused_kernel == "liger"
+    assert set(bench.FUSED_SOFTMAX_METHODS) == {"softmax-compile", "softmax-torch", "softmax-liger", "softmax-cce"}
 
 
 @pytest.mark.parametrize("bad", [["--train-minutes", "-1"], ["--batch-size", "0"]])
@@ -97,3 +116,8 @@ def test_rejects_bad_cap_and_batch_size(bad, capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(bad)
     assert "--train-minutes must be >= 0" in capsys.readouterr().err
+
+
+def test_prepare_only_is_an_option():
+    args = bench.parse_args(["--prepare-only", "--vocab-size", "32000", "--test-lines", "500"])
+    assert args.prepare_only and args.vocab_size == 32000 and args.test_lines == 500

@@ -9,8 +9,9 @@ import itertools
 import pytest
 import torch
 
-from mhce_nmt.output import grouped
-from mhce_nmt.output.grouped import grouped_child_scores, padded_rows
+from mhce_nmt.output import grouped_cpu as grouped
+from mhce_nmt.output.grouped import grouped_child_scores
+from mhce_nmt.output.grouped_cpu import padded_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -161,9 +161,9 @@ def test_generate_commands_per_mode() -> None:
                  "--warmup-init-lr 1e-07", "--max-tokens 3584"]),
         (libreoffice, ["+ apt-get download libreoffice-help-de libreoffice-help-en-us libreoffice-l10n-de",
                        "--arch transformer_mhce --mhce-mode mhe", "--encoder-embed-dim 256",
-                       "--stop-time-hours 0.65", "--max-update 2000", "--warmup-updates 500 --lr-scheduler "
-                       "polynomial_decay --power 1 --end-learning-rate 0 --total-num-update 2000 --lr 0.002 "
-                       "--dropout 0.1", "--mhce-shortlist 1024", "checkpoints/checkpoint_best.pt",
+                       "--stop-time-hours 0.65", "--max-update 2500", "--warmup-updates 500 --lr-scheduler "
+                       "polynomial_decay --power 1 --end-learning-rate 0 --total-num-update 2500 --lr 0.002 "
+                       "--dropout 0.1", "--mhce-shortlist 1024", "--autocast-bf16", "checkpoints/checkpoint_best.pt",
                        "--results-path", "--lenpen 2 --cpu"]),
     ],
 )
@@ -238,3 +238,24 @@ def test_fairseq_itself_keeps_the_last_lr_and_dropout(tmp_path: Path) -> None:
     assert args.end_learning_rate == 0 and args.warmup_updates == 500
     with pytest.raises(SystemExit, match="--lr-schedule linear decays to 0 at --max-update"):
         recipe_config(pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path), ["--lr-schedule", "linear"])
+
+
+def test_autocast_bf16_reaches_fairseq_train_for_every_mode(tmp_path: Path) -> None:
+    """The demo trains under bf16 autocast; stock models then train with the plugin's task (whose
+    training step applies it), and fairseq's own parser accepts the command."""
+    import mhce_nmt  # noqa: F401  (registers the plugin's task options)
+    from fairseq import options
+
+    assert libreoffice.RECIPE.autocast_bf16
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, autocast_bf16=True)
+    for mode in ("mhe", "softmax", "adaptive"):
+        cfg = recipe_config(recipe, ["--mode", mode])
+        cmd = train_command(Path("/bin-dir"), tmp_path / "ckpt", cfg.train, 16000)
+        assert "--autocast-bf16" in cmd and last_value(cmd, "--task") == "translation_mhce"
+        args = options.parse_args_and_arch(options.get_training_parser(), cmd[1:])
+        assert args.autocast_bf16 is True
+    off = recipe_config(recipe, ["--mode", "softmax", "--no-autocast-bf16"])
+    cmd = train_command(off.bin, off.checkpoints, off.train, 16000)
+    assert "--autocast-bf16" not in cmd and last_value(cmd, "--task") == "translation"
+    with pytest.raises(SystemExit, match="--fp16 and --autocast-bf16"):
+        recipe_config(recipe, ["--fp16"])

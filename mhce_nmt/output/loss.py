@@ -37,9 +37,14 @@ class FactoredLoss:
 
 def smoothed_nll(nll: Tensor, neg_sum: Tensor, n_classes: Tensor | float, epsilon: float) -> Tensor:
     """fairseq's (1 - eps - eps_i) * nll + eps_i * neg_sum with eps_i = eps / (n - 1); 0 where n = 1."""
-    eps_i = epsilon / (torch.as_tensor(n_classes, dtype=nll.dtype, device=nll.device) - 1).clamp(min=1)
+    if not isinstance(n_classes, Tensor):  # host arithmetic: a python number never goes to the device
+        if n_classes <= 1:
+            return torch.zeros_like(nll)
+        eps_i = epsilon / (n_classes - 1)
+        return (1.0 - epsilon - eps_i) * nll + eps_i * neg_sum
+    eps_i = epsilon / (n_classes.to(nll.dtype) - 1).clamp(min=1)
     loss = (1.0 - epsilon - eps_i) * nll + eps_i * neg_sum
-    return torch.where(torch.as_tensor(n_classes, device=nll.device) > 1, loss, torch.zeros_like(loss))
+    return torch.where(n_classes > 1, loss, torch.zeros_like(loss))
 
 
 def factored_loss(terms: LossTerms, epsilon: float, smoothing: str = "joint") -> FactoredLoss:

@@ -32,7 +32,9 @@ class MHPOutput(CascadeOutput):
         nn.init.normal_(self.heads.weight, mean=0.0, std=input_dim ** -0.5)
         nn.init.zeros_(self.heads.bias)
         self.register_buffer("codec_spec", torch.tensor(codec.spec()), persistent=True)
-        self.register_buffer("bound_digits", self._bound_digits(codec), persistent=False)
+        # digits of V as host ints: log Z slices by them every step, and reading a device
+        # buffer's values back would be a host sync per head
+        self.bound_digits = tuple(int(d) for d in self._bound_digits(codec))
         self.register_buffer("digit_table", codec.encode(codec.all_ids()), persistent=False)
         self.register_buffer("digit_counts", torch.cat([codec.digit_counts(h) for h in
                                                         range(1, codec.num_heads + 1)]),
@@ -52,12 +54,11 @@ class MHPOutput(CascadeOutput):
     def log_valid_mass(self, head_log_probs: List[Tensor]) -> Optional[Tensor]:
         """log Z: ids < V are those whose digits are below V's digits at the first difference,
         so Z = sum_h prod_{j<h} p_j(v_j) * sum_{c<v_h} p_h(c). (N,) or None when Z = 1."""
-        if self.bound_digits.numel() == 0:
+        if not self.bound_digits:
             return None
         terms = []
         prefix = torch.zeros_like(head_log_probs[0][:, 0])
-        for h, lp in enumerate(head_log_probs):
-            v = int(self.bound_digits[h])
+        for v, lp in zip(self.bound_digits, head_log_probs):
             if v > 0:
                 terms.append(prefix + torch.logsumexp(lp[:, :v], dim=-1))
             prefix = prefix + lp[:, v]

@@ -1,0 +1,70 @@
+"""bfloat16 autocast for training steps, on CPU as on CUDA.
+
+fairseq 0.12's --bf16 implies --tpu (it fails on CPU and CUDA alike) and --amp is CUDA fp16, so
+the task offers --autocast-bf16: each training step runs under torch.autocast(device, bfloat16).
+Matrix products run in bf16; weights, gradients and optimizer state stay fp32. On CPUs with
+AVX512-BF16 or AMX that speeds up a whole transformer step by ~1.25x (README, "Quickstart").
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import ContextManager
+
+import torch
+from torch import nn
+
+from .errors import MHCEConfigError
+
+logger = logging.getLogger(__name__)
+
+#: /proc/cpuinfo flags of native bf16 arithmetic (without them CPU autocast only adds casts)
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True when the CPU advertises AVX512-BF16 or AMX-BF16 (False where cpuinfo is absent)."""
+    try:
+        flags = set(cpuinfo.read_text().split())
+    except OSError:
+        return False
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+_warned_cpu = False
+
+
+class AutocastCriterion:
+    """criterion(model, sample) under `autocast`: fairseq's train_step calls the criterion inside
+    torch.cuda.amp.autocast(enabled=False) when its optimizer is not AMP's, which would switch off
+    an outer CUDA autocast, so the autocast is entered here, inside it."""
+
+    def __init__(self, criterion: nn.Module, autocast: ContextManager):
+        self.criterion, self.autocast = criterion, autocast
+
+    def __call__(self, model: nn.Module, sample: dict):
+        with self.autocast:
+            return self.criterion(model, sample)
+
+
+def training_autocast(model: nn.Module, optimizer: object, enabled: bool) -> ContextManager:
+    """torch.autocast(bfloat16) on the model's device when enabled, else a null context.
+
+    Refuses fairseq's own reduced precision (its optimizer wrappers hold fp16/bf16 weights);
+    warns once on a CPU without native bf16, where autocast is slower than fp32.
+    """
+    if not enabled:
+        return contextlib.nullcontext()
+    wrapper = type(optimizer).__name__
+    if wrapper in ("FP16Optimizer", "MemoryEfficientFP16Optimizer", "AMPOptimizer"):
+        raise MHCEConfigError(
+            "--autocast-bf16 cannot be combined with --fp16, --bf16 or --amp (the optimizer is "
+            f"fairseq's {wrapper}): drop one of them.")
+    device_type = next(model.parameters()).device.type
+    global _warned_cpu
+    if device_type == "cpu" and not _warned_cpu and not cpu_has_native_bf16():
+        _warned_cpu = True
+        logger.warning("--autocast-bf16: this CPU has neither AVX512-BF16 nor AMX, so bf16 products "
+                       "are emulated and training is slower than fp32; drop --autocast-bf16 here.")
+    return torch.autocast(device_type, dtype=torch.bfloat16)

@@ -1,0 +1,111 @@
+"""--autocast-bf16: each training step runs under torch.autocast(bfloat16), refused beside
+fairseq's own reduced precision, warned about on a CPU without native bf16, and a tiny model of
+every kind trains with it end to end."""
+import logging
+
+import pytest
+import torch
+from fairseq.optim.fp16_optimizer import FP16Optimizer, MemoryEfficientFP16Optimizer
+
+from mhce_nmt import autocast
+from mhce_nmt.errors import MHCEConfigError
+
+from toy import PLUGIN, run_stock_train, train_args, train_losses
+
+
+def test_linear_layers_run_in_bf16_inside_and_fp32_outside():
+    model = torch.nn.Linear(4, 3)
+    x = torch.randn(2, 4)
+    with autocast.training_autocast(model, object(), True):
+        assert model(x).dtype == torch.bfloat16
+    with autocast.training_autocast(model, object(), False):
+        assert model(x).dtype == torch.float32
+    assert model(x).dtype == torch.float32
+
+
+@pytest.mark.parametrize("wrapper", [FP16Optimizer, MemoryEfficientFP16Optimizer])
+def test_fairseqs_reduced_precision_is_refused(wrapper):
+    optimizer = object.__new__(wrapper)  # the type is what the check reads
+    with pytest.raises(MHCEConfigError, match="cannot be combined with --fp16, --bf16 or --amp"):
+        autocast.training_autocast(torch.nn.Linear(2, 2), optimizer, True)
+
+
+class _Model(torch.nn.Linear):
+    def set_num_updates(self, num_updates):
+        pass
+
+
+class _Optimizer:
+    def backward(self, loss):
+        loss.backward()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_task_step_runs_the_forward_under_autocast_even_inside_fairseqs_own(monkeypatch, enabled):
+    """fairseq's train_step wraps the criterion in torch.cuda.amp.autocast(enabled=False); made a
+    CPU autocast here, it would switch an outer autocast off. The forward must still be bf16."""
+    from types import SimpleNamespace
+
+    from mhce_nmt.task import TranslationMHCETask
+
+    monkeypatch.setattr(torch.cuda.amp, "autocast", lambda enabled=True, **kw: torch.autocast("cpu", enabled=enabled))
+    task = object.__new__(TranslationMHCETask)
+    task.cfg = SimpleNamespace(autocast_bf16=enabled)
+    seen = []
+
+    def criterion(model, sample):
+        out = model(sample)
+        seen.append(out.dtype)
+        return out.float().sum(), 1, {}
+
+    model = _Model(4, 3)
+    task.train_step(torch.randn(2, 4), model, criterion, _Optimizer(), 0)
+    assert seen == [torch.bfloat16 if enabled else torch.float32]
+    assert model.weight.grad is not None and model.weight.grad.dtype == torch.float32
+
+
+def test_cpu_flags_decide_native_bf16(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("flags\t\t: fpu sse avx2 avx512f\n")
+    assert not autocast.cpu_has_native_bf16(info)
+    info.write_text("flags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    assert autocast.cpu_has_native_bf16(info)
+    assert not autocast.cpu_has_native_bf16(tmp_path / "absent")
+
+
+def test_cpu_without_native_bf16_is_warned_once(monkeypatch, caplog):
+    monkeypatch.setattr(autocast, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(autocast, "_warned_cpu", False)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            autocast.training_autocast(torch.nn.Linear(2, 2), object(), True)
+    assert sum("neither AVX512-BF16 nor AMX" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("extra", [
+    ["--mhce-mode", "mhe"],
+    ["--mhce-mode", "mhe", "--mhce-shortlist", "10"],
+    ["--mhce-mode", "mhp"],
+])
+def test_tiny_models_train_under_autocast_close_to_fp32(toy_bin, tmp_path, cli, extra):
+    """Same seed with and without autocast: the losses of 40 updates fall alike (bf16 rounding
+    only), through the grouped products' autocast handling and their backward."""
+    runs = {}
+    for name, flag in (("fp32", []), ("bf16", ["--autocast-bf16"])):
+        proc = cli.run("fairseq_cli.train", train_args(toy_bin, tmp_path / name, [*extra, *flag], updates=40))
+        runs[name] = train_losses(proc.stdout + proc.stderr)
+    assert len(runs["bf16"]) == len(runs["fp32"]) == 4
+    assert runs["bf16"][-1] < runs["bf16"][0] - 1.0  # it learns
+    assert runs["bf16"] == pytest.approx(runs["fp32"], abs=0.15)
+
+
+def test_stock_transformer_trains_under_autocast_with_the_plugin_task(toy_bin, tmp_path):
+    proc = run_stock_train([
+        toy_bin, "--user-dir", PLUGIN, "--task", "translation_mhce", "--autocast-bf16", "--arch", "transformer",
+        "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
+        "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32", "--encoder-attention-heads", "2",
+        "--decoder-attention-heads", "2", "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+        "--optimizer", "adam", "--lr", "5e-3", "--max-tokens", "2000", "--max-update", "10", "--cpu",
+        "--no-save", "--save-dir", tmp_path, "--log-format", "simple", "--log-interval", "5",
+        "--num-workers", "0"])
+    assert len(train_losses(proc.stdout + proc.stderr)) == 2

@@ -32,7 +32,7 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
-_warned_cpu = False
+_cpu_checked = False  # /proc/cpuinfo is read once per process, not on every step
 
 
 class AutocastCriterion:
@@ -62,9 +62,10 @@ def training_autocast(model: nn.Module, optimizer: object, enabled: bool) -> Con
             "--autocast-bf16 cannot be combined with --fp16, --bf16 or --amp (the optimizer is "
             f"fairseq's {wrapper}): drop one of them.")
     device_type = next(model.parameters()).device.type
-    global _warned_cpu
-    if device_type == "cpu" and not _warned_cpu and not cpu_has_native_bf16():
-        _warned_cpu = True
-        logger.warning("--autocast-bf16: this CPU has neither AVX512-BF16 nor AMX, so bf16 products "
-                       "are emulated and training is slower than fp32; drop --autocast-bf16 here.")
+    global _cpu_checked
+    if device_type == "cpu" and not _cpu_checked:
+        _cpu_checked = True
+        if not cpu_has_native_bf16():
+            logger.warning("--autocast-bf16: this CPU has neither AVX512-BF16 nor AMX, so bf16 products "
+                           "are emulated and training is slower than fp32; drop --autocast-bf16 here.")
     return torch.autocast(device_type, dtype=torch.bfloat16)

@@ -18,14 +18,16 @@ that is fairseq's loss exactly. Plain torch: fairseq is not imported here.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import MHCEConfigError
+from .output.loss import smoothed_nll
 
 KERNELS = ("eager", "compile", "torch", "liger", "cce")
 #: kernels that need a package of their own and a CUDA device
@@ -63,22 +65,22 @@ def torch_smoothing(eps: float, vocab: int) -> Tuple[float, float]:
 def eager_loss(x: Tensor, weight: Tensor, target: Tensor, eps: float, ignore_index: int) -> Tuple[Tensor, Tensor]:
     """x (N, d), weight (V, d), target (N,) -> (smoothed loss sum, nll sum) over tokens != ignore_index."""
     lprobs = torch.log_softmax((x @ weight.t()).float(), dim=-1)  # (N, V)
-    keep = target != ignore_index
     nll = -lprobs.gather(1, target.clamp(min=0).unsqueeze(1)).squeeze(1)
-    smooth = -lprobs.sum(-1)
-    eps_o = eps / (lprobs.size(-1) - 1)
-    loss = (1.0 - eps - eps_o) * nll + eps_o * smooth
+    return _masked_sums(nll, -lprobs.sum(-1), target != ignore_index, eps, weight.size(0))
+
+
+def _masked_sums(nll: Tensor, neg_sum: Tensor, keep: Tensor, eps: float, vocab: int) -> Tuple[Tensor, Tensor]:
+    """nll, neg_sum = sum_v -log p(v|x), keep (N,) -> sums over kept tokens of fairseq's smoothed
+    loss and of nll."""
+    loss = smoothed_nll(nll, neg_sum, float(vocab), eps)
     zero = torch.zeros((), dtype=loss.dtype, device=loss.device)
     return torch.where(keep, loss, zero).sum(), torch.where(keep, nll, zero).sum()
 
 
-_compiled: Dict[str, Callable] = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _compiled_loss() -> Callable:
-    if "eager" not in _compiled:
-        _compiled["eager"] = torch.compile(eager_loss, dynamic=True)
-    return _compiled["eager"]
+    """eager_loss under torch.compile, compiled once per process."""
+    return torch.compile(eager_loss, dynamic=True)
 
 
 def _chunked_torch_loss(x: Tensor, weight: Tensor, target: Tensor, eps: float,
@@ -88,15 +90,11 @@ def _chunked_torch_loss(x: Tensor, weight: Tensor, target: Tensor, eps: float,
 
     nll = F.linear_cross_entropy(x, weight, target, reduction="none", ignore_index=ignore_index,
                                  options=LinearCrossEntropyOptions()).float()  # (N,), 0 where ignored
-    keep = target != ignore_index
     states = x.float()
     gold = (states * weight.index_select(0, target.clamp(min=0)).float()).sum(-1)  # <x, W_y> (N,)
     vocab = weight.size(0)
     neg_sum = vocab * (nll + gold) - states @ weight.float().sum(0)  # sum_v -log p(v|x) (N,)
-    eps_o = eps / (vocab - 1)
-    loss = (1.0 - eps - eps_o) * nll + eps_o * neg_sum
-    zero = torch.zeros((), dtype=loss.dtype, device=loss.device)
-    return torch.where(keep, loss, zero).sum(), nll.sum()
+    return _masked_sums(nll, neg_sum, target != ignore_index, eps, vocab)
 
 
 def linear_smoothed_cross_entropy(x: Tensor, weight: Tensor, target: Tensor, eps: float,

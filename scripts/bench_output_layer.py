@@ -152,10 +152,6 @@ class Bench:
         groups = None
         if method == "mhs":
             groups = max(1, math.ceil(codec.num_prefixes[0] / 8))
-        if self.kernel:
-            from mhce_nmt.fused_softmax import check_kernel
-
-            check_kernel(self.kernel, self.device, self.args.epsilon if self.kernel != "cce" else 0.0)
         return build_output_layer(self.family, codec, dim, mhs_groups=groups)
 
     def param_mb(self) -> float:

@@ -75,7 +75,7 @@ def test_cpu_flags_decide_native_bf16(tmp_path):
 
 def test_cpu_without_native_bf16_is_warned_once(monkeypatch, caplog):
     monkeypatch.setattr(autocast, "cpu_has_native_bf16", lambda: False)
-    monkeypatch.setattr(autocast, "_warned_cpu", False)
+    monkeypatch.setattr(autocast, "_cpu_checked", False)
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
             autocast.training_autocast(torch.nn.Linear(2, 2), object(), True)

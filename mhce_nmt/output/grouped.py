@@ -91,7 +91,8 @@ def grouped_child_scores(z: Tensor, parents: Tensor, table: Tensor, bias: Option
     `choose_path`.
     """
     device_type = z.device.type
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):  # one dtype for the products, as autocast's matmuls
+    # under autocast: one dtype for the products, as autocast's own matmuls
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
         z, table = z.to(dtype), table.to(dtype)
         bias = None if bias is None else bias.to(dtype)

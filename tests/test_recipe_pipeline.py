@@ -259,3 +259,12 @@ def test_autocast_bf16_reaches_fairseq_train_for_every_mode(tmp_path: Path) -> N
     assert "--autocast-bf16" not in cmd and last_value(cmd, "--task") == "translation"
     with pytest.raises(SystemExit, match="--fp16 and --autocast-bf16"):
         recipe_config(recipe, ["--fp16"])
+
+
+@pytest.mark.parametrize("mode", ["mhe", "adaptive"])
+def test_softmax_kernel_for_other_modes_is_refused(tmp_path: Path, mode: str) -> None:
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
+    with pytest.raises(SystemExit, match=f"--softmax-kernel applies to --mode softmax, not {mode}"):
+        recipe_config(recipe, ["--mode", mode, "--softmax-kernel", "torch"])
+    cfg = recipe_config(recipe, ["--mode", "softmax", "--softmax-kernel", "torch"])
+    assert cfg.run_dir.name.endswith("softmax-torch") and cfg.train.arm == "softmax-torch"

@@ -68,7 +68,7 @@ def validate_args(args: Any) -> None:
     shortlist = getattr(args, "mhce_shortlist", 0) or 0
     if shortlist < 0:
         raise MHCEConfigError(f"--mhce-shortlist {shortlist} must be >= 0 (0 = no shortlist).")
-    # shortlist with mhs, or with --mhe-tie-label-embeddings: refused by build_output_layer
+    # shortlist with mhs: refused by build_output_layer
     note = untied_output_note(args, mode)
     if note:
         logger.warning(note)
@@ -79,16 +79,16 @@ def untied_output_note(args: Any, mode: str) -> Optional[str]:
 
     fairseq's --share-all-embeddings shares the encoder and decoder input embeddings (that still
     happens) and ties the output projection to them; MHP heads are not a V x d matrix, and MHE
-    ties only with --mhe-tie-label-embeddings (its last level's label embeddings; not with a
-    shortlist). MHS ties as fairseq does.
+    ties only with --mhe-tie-label-embeddings (its last level's label embeddings, and the
+    shortlist's rows). MHS ties as fairseq does.
     """
     tied = mode == "mhs" or getattr(args, "mhe_tie_label_embeddings", False)
     if not getattr(args, "share_all_embeddings", False) or tied:
         return None
     note = (f"--share-all-embeddings with --mhce-mode {mode}: the encoder and decoder input "
             "embeddings are shared, the output layer is not tied")
-    if mode == "mhe" and not getattr(args, "mhce_shortlist", 0):
-        return note + "; add --mhe-tie-label-embeddings to tie its last level's label embeddings to them."
+    if mode == "mhe":
+        return note + "; add --mhe-tie-label-embeddings to tie its output rows to them."
     return note + " (its heads are not a V x d matrix)."
 
 
@@ -151,7 +151,8 @@ class TransformerMHCEModel(TransformerModel):
         group.add_argument("--mhce-embed-dim", type=int,
                            help="mhe: label-embedding dim of levels > 1 (default: decoder output dim)")
         group.add_argument("--mhe-tie-label-embeddings", action="store_true",
-                           help="mhe: tie the last level's label embeddings to the decoder input embeddings")
+                           help="mhe: tie the output rows to the decoder input embeddings: the last level's "
+                                "label embeddings, and with --mhce-shortlist the shortlist's rows too")
         group.add_argument("--mhs-groups", type=int,
                            help="mhs: groups in each training softmax (default: 1/8 of the groups)")
         group.add_argument("--mhs-logq-correction", action="store_true",

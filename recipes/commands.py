@@ -45,12 +45,15 @@ class TrainSettings:
     fp16: bool = False
     autocast_bf16: bool = False  # the plugin task's --autocast-bf16 (softmax/adaptive train with that task too)
     softmax_kernel: str = "eager"  # softmax only: fused_softmax.KERNELS; eager = fairseq's own criterion
+    mhe_tied: bool = False  # mhe only: output rows tied to the decoder input embeddings
 
     @property
     def arm(self) -> str:
-        """The run's name: the mode, and the fused kernel of a softmax that has one (softmax-liger)."""
-        fused = self.mode == "softmax" and self.softmax_kernel != "eager"
-        return f"{self.mode}-{self.softmax_kernel}" if fused else self.mode
+        """The run's name: the mode, and the fused kernel of a softmax that has one (softmax-liger),
+        or -tied for a tied mhe (mhe-tied)."""
+        if self.mode == "softmax" and self.softmax_kernel != "eager":
+            return f"{self.mode}-{self.softmax_kernel}"
+        return "mhe-tied" if self.mode == "mhe" and self.mhe_tied else self.mode
     log_format: str = "simple"
     log_interval: int = 10
 
@@ -125,6 +128,8 @@ def train_command(bin_dir: Path, save_dir: Path, settings: TrainSettings, tgt_vo
     cmd += list(settings.model_args)
     if mode in COARSE_TO_FINE_MODES:
         cmd += list(settings.shortlist_args)
+    if mode == "mhe" and settings.mhe_tied:
+        cmd.append("--mhe-tie-label-embeddings")
     cmd += ["--max-tokens", str(settings.max_tokens), "--seed", str(settings.seed)]
     if settings.max_update:
         cmd += ["--max-update", str(settings.max_update)]

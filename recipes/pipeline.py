@@ -79,6 +79,7 @@ class Recipe:
     lr_schedule: str = "inverse_sqrt"  # or "linear": warm-up, then straight down to 0 at --max-update
     dropout: float | None = None  # None: the value in model_args
     mhce_shortlist: int = 0  # mhe/mhp: the most frequent ids scored directly (0 = none)
+    mhe_tied: bool = False  # mhe: tie every output row to the decoder input embeddings
     lenpen: float = 1.0  # beam search length penalty (fairseq's --lenpen: > 1 favours longer output)
     average_last: int = 0  # decode the mean of the last N checkpoints (0 or 1: checkpoint_best)
     average_interval: int = 200  # updates between the averaged checkpoints
@@ -504,7 +505,7 @@ def stage_summary(cfg: Config) -> None:
 
 
 def output_layer_description(cfg: Config) -> str:
-    """e.g. 'mhe (heads 127x126)', 'mhe (shortlist 1024 + heads 123x122)', 'softmax'."""
+    """e.g. 'mhe (heads 127x126)', 'mhe (shortlist 1024 + heads 123x122, tied)', 'softmax'."""
     if cfg.train.mode not in FACTORED_MODES or not checkpoint_path(cfg).exists():
         return cfg.train.mode
     import torch
@@ -512,7 +513,8 @@ def output_layer_description(cfg: Config) -> str:
     model_cfg = torch.load(checkpoint_path(cfg), map_location="cpu", weights_only=False)["cfg"]["model"]
     heads = str(getattr(model_cfg, "mhce_heads", "")).replace(",", "x")
     shortlist = getattr(model_cfg, "mhce_shortlist", 0) or 0
-    return f"{cfg.train.mode} ({f'shortlist {shortlist} + ' if shortlist else ''}heads {heads})"
+    tied = ", tied" if getattr(model_cfg, "mhe_tie_label_embeddings", False) else ""
+    return f"{cfg.train.mode} ({f'shortlist {shortlist} + ' if shortlist else ''}heads {heads}{tied})"
 
 
 def closing_report(cfg: Config, summary: dict[str, object]) -> str:
@@ -564,6 +566,10 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--mhce-shortlist", type=int, metavar="N",
                         help=f"mhe/mhp: score the N most frequent ids directly (default {recipe.mhce_shortlist}; "
                              f"0 = none)")
+    parser.add_argument("--mhe-tie-label-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                        help="mhe: every id's output row is its decoder input embedding (shortlist rows "
+                             f"and the last level), as softmax ties them (default {recipe.mhe_tied}; "
+                             "the run directory is <vocab>-mhe-tied)")
     parser.add_argument("--average-last", type=int, default=recipe.average_last, metavar="N",
                         help="decode the mean of checkpoint_last and the N-1 checkpoints before it, saved "
                              "every --average-interval updates (default %(default)s; 0 or 1 = "
@@ -629,6 +635,9 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
                  f"and {args.average_interval}")
 
     gpu = torch.cuda.is_available()
+    if args.mhe_tie_label_embeddings and args.mode != "mhe":
+        sys.exit(f"error: --mhe-tie-label-embeddings applies to --mode mhe, not {args.mode}; drop the option")
+    mhe_tied = recipe.mhe_tied if args.mhe_tie_label_embeddings is None else args.mhe_tie_label_embeddings
     if args.softmax_kernel != "eager" and args.mode != "softmax":
         sys.exit(f"error: --softmax-kernel applies to --mode softmax, not {args.mode}; drop the option")
     if args.fp16 and args.autocast_bf16:
@@ -644,7 +653,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         max_tokens=args.max_tokens, max_update=args.max_update,
         stop_time_hours=args.train_minutes / 60 if args.train_minutes else None, seed=args.seed,
         cpu=not gpu, fp16=args.fp16 and gpu, autocast_bf16=args.autocast_bf16, softmax_kernel=args.softmax_kernel,
-        log_format=args.log_format or ("tqdm" if sys.stderr.isatty() else "simple"),
+        mhe_tied=mhe_tied and args.mode == "mhe", log_format=args.log_format or ("tqdm" if sys.stderr.isatty() else "simple"),
     )
     return Config(
         work_dir=args.work_dir.resolve(), src=args.src, tgt=args.tgt, vocab_size=vocab_size,

@@ -99,8 +99,9 @@ from mhce_nmt.output.grouped import PATHS, forced_path  # noqa: E402
 METHODS = ("softmax", "adaptive", "mhp", "mhe", "mhs")
 #: the softmax through a fused linear + loss kernel (not run unless named in --methods)
 FUSED_METHODS = ("softmax-compile", "softmax-torch", "softmax-liger", "softmax-cce")
-#: mhp/mhe with a frequent-token shortlist of --shortlist ids (not run unless named in --methods)
-SHORTLIST_METHODS = ("mhp+shortlist", "mhe+shortlist")
+#: mhp/mhe with a frequent-token shortlist of --shortlist ids (not run unless named in --methods);
+#: +tied: mhe's output rows are a (V, d) decoder embedding (--mhe-tie-label-embeddings)
+SHORTLIST_METHODS = ("mhp+shortlist", "mhe+shortlist", "mhe+shortlist+tied")
 MIB = 1024.0 * 1024.0
 
 
@@ -152,7 +153,8 @@ class Bench:
         groups = None
         if method == "mhs":
             groups = max(1, math.ceil(codec.num_prefixes[0] / 8))
-        return build_output_layer(self.family, codec, dim, mhs_groups=groups)
+        tied = torch.nn.Parameter(torch.randn(vocab, dim) * dim ** -0.5) if method.endswith("+tied") else None
+        return build_output_layer(self.family, codec, dim, mhs_groups=groups, tied_weight=tied)
 
     def param_mb(self) -> float:
         return sum(p.numel() * p.element_size() for p in self.layer.parameters()) / MIB

@@ -24,10 +24,11 @@ def test_bad_values_are_refused(capsys, argv, message):
 
 def test_shortlist_methods_train_and_decode_a_shortlist_layer():
     args = bench.parse_args(["--quick", "--vocab-sizes", "300", "--shortlist", "16", "--dim", "8",
-                             "--methods", "mhe+shortlist", "mhp+shortlist"])
-    for method in ("mhe+shortlist", "mhp+shortlist"):
+                             "--methods", "mhe+shortlist", "mhp+shortlist", "mhe+shortlist+tied"])
+    for method in ("mhe+shortlist", "mhp+shortlist", "mhe+shortlist+tied"):
         b = bench.Bench(method, 300, args, torch.device("cpu"), torch.float32)
         assert isinstance(b.layer, ShortlistOutput) and b.layer.codec.shortlist == 16
+        assert b.layer.tied == method.endswith("+tied")
         b.train_step()
         assert b.x.grad is not None and torch.isfinite(b.x.grad).all()
         assert b.decode_step().shape == (args.hyps, 2 * args.beam)

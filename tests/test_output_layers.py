@@ -96,11 +96,12 @@ def linear64(x, lin):
     return x @ lin.weight.double().t() + lin.bias.double()
 
 
-def ref_mhe_levels(m, x, temperature=1.0):
+def ref_mhe_levels(m, x, temperature=1.0, leaf_table=None):
     """{(level, parent): (valid children, (N, n_valid) log p(child | parent, x))}, float64.
 
     Level 1: Linear; level h: <proj_h(x), E_h[child]> + b_h[child]; each a softmax over the
-    children that brute-force enumeration finds valid.
+    children that brute-force enumeration finds valid. leaf_table replaces E_H (a tied table's
+    rows for this layer's ids).
     """
     v, sizes = m.codec.vocab_size, m.codec.head_sizes
     valid = valid_prefix_sets(v, sizes)
@@ -113,7 +114,7 @@ def ref_mhe_levels(m, x, temperature=1.0):
         k = sizes[level - 1]
         proj = m.projections[level - 2]
         z = x if isinstance(proj, nn.Identity) else linear64(x, proj)
-        table = m.embeddings[level - 2].double()
+        table = (leaf_table if leaf_table is not None and level == len(sizes) else m.embeddings[level - 2]).double()
         bias = m.biases[level - 2].double()
         for p in sorted(valid[level - 1]):
             ch = [p * k + c for c in range(k) if p * k + c in valid[level]]

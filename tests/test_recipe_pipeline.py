@@ -268,3 +268,22 @@ def test_softmax_kernel_for_other_modes_is_refused(tmp_path: Path, mode: str) ->
         recipe_config(recipe, ["--mode", mode, "--softmax-kernel", "torch"])
     cfg = recipe_config(recipe, ["--mode", "softmax", "--softmax-kernel", "torch"])
     assert cfg.run_dir.name.endswith("softmax-torch") and cfg.train.arm == "softmax-torch"
+
+
+def test_mhe_tie_label_embeddings_option(tmp_path: Path) -> None:
+    """--mhe-tie-label-embeddings reaches fairseq-train and names the run mhe-tied; the recipe's
+    default applies to mhe only, and asking for it with another mode is refused."""
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=64)
+    cfg = recipe_config(recipe, ["--mode", "mhe", "--mhe-tie-label-embeddings"])
+    cmd = train_command(cfg.bin, cfg.checkpoints, cfg.train, 16000)
+    assert "--mhe-tie-label-embeddings" in cmd and last_value(cmd, "--mhce-shortlist") == "64"
+    assert cfg.run_dir.name == "spm16000-mhe-tied"
+    untied = recipe_config(recipe, ["--mode", "mhe"])
+    assert "--mhe-tie-label-embeddings" not in train_command(untied.bin, untied.checkpoints, untied.train, 16000)
+    assert untied.run_dir.name == "spm16000-mhe"
+    tied_recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhe_tied=True)
+    assert recipe_config(tied_recipe, ["--mode", "mhe"]).train.arm == "mhe-tied"
+    assert recipe_config(tied_recipe, ["--mode", "mhe", "--no-mhe-tie-label-embeddings"]).train.arm == "mhe"
+    assert recipe_config(tied_recipe, ["--mode", "mhp"]).train.arm == "mhp"
+    with pytest.raises(SystemExit, match="--mhe-tie-label-embeddings applies to --mode mhe, not softmax"):
+        recipe_config(recipe, ["--mode", "softmax", "--mhe-tie-label-embeddings"])

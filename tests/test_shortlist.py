@@ -7,6 +7,7 @@ Losses are checked against fairseq's own label_smoothed_nll_loss on those log-pr
 """
 import pytest
 import torch
+from torch import nn
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 
 from mhce_nmt.codec import CodecError, LabelCodec, ShortlistCodec
@@ -20,28 +21,44 @@ from test_output_layers import (
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+# mode "mhe-tied": mhe whose output rows are a (V, e) decoder embedding W (shortlist and leaves)
 CASES = [("mhe", "h2_waste", 4), ("mhe", "h3_waste", 1), ("mhe", "h2_exact", 7),
-         ("mhp", "h2_waste", 4), ("mhp", "h3_waste", 3), ("mhp", "h3_exact", 5)]
+         ("mhp", "h2_waste", 4), ("mhp", "h3_waste", 3), ("mhp", "h3_exact", 5),
+         ("mhe-tied", "h2_waste", 4), ("mhe-tied", "h3_waste", 2)]
 
 
 def make_shortlist(mode, cname, shortlist, seed=0, embed_dim=None):
-    """A ShortlistOutput whose tail has the named test codec (V = shortlist + tail V)."""
+    """A ShortlistOutput whose tail has the named test codec (V = shortlist + tail V); mhe-tied
+    gets a decoder embedding W (V, e) as its tied weight."""
     tail_v, sizes = CODECS[cname]
     codec = ShortlistCodec(shortlist + tail_v, shortlist, LabelCodec(tail_v, sizes))
     torch.manual_seed(seed)
-    return randomise(build_output_layer(mode, codec, D, embed_dim=embed_dim), seed)
+    tied = nn.Parameter(torch.randn(codec.vocab_size, embed_dim or D)) if mode == "mhe-tied" else None
+    m = build_output_layer(mode.split("-")[0], codec, D, embed_dim=embed_dim, tied_weight=tied)
+    if tied is not None:
+        assert m.tail.embeddings[-1] is tied  # the reference reads W through it
+    return randomise(m, seed)
 
 
 def ref_shortlist(m, x, temperature=1.0):
-    """(N, V) exact log-probs from the parameters, float64."""
+    """(N, V) exact log-probs from the parameters, float64. Tied: id v's output row is W[v],
+    scored against the tail's last projection: shortlist a_s = <P x, W[s]> + c_s, tail leaf t
+    uses row W[N_s + t]."""
     x64 = x.double()
     tail = m.tail
-    a = linear64(x64, m.short) / temperature
+    n_short = m.codec.shortlist
+    leaf_table = None
+    if hasattr(m, "short"):
+        a = linear64(x64, m.short) / temperature
+    else:
+        w = tail.embeddings[-1].double()
+        a = (linear64(x64, tail.projections[-1]) @ w[:n_short].t() + m.short_bias.double()) / temperature
+        leaf_table = w[n_short:]
     if m.tail.__class__.__name__ == "MHEOutput":
         valid_groups = sorted(valid_prefix_sets(tail.codec.vocab_size, tail.codec.head_sizes)[1])
         b = linear64(x64, tail.level1)[:, valid_groups] / temperature
         level1 = torch.log_softmax(torch.cat([a, b], 1), -1)  # one softmax over N_s + groups
-        levels = ref_mhe_levels(tail, x, temperature)
+        levels = ref_mhe_levels(tail, x, temperature, leaf_table)
         levels[(1, 0)] = (valid_groups, level1[:, m.codec.shortlist:])
         tail_lp = ref_joint_from_levels(levels, tail.codec.vocab_size, tail.codec.head_sizes)
         return torch.cat([level1[:, :m.codec.shortlist], tail_lp], 1)
@@ -154,3 +171,22 @@ def test_shortlist_options_are_checked():
     with pytest.raises(MHCEConfigError, match="applies to --mhce-mode mhp and mhe"):
         build_output_layer("mhs", codec, D)
     assert isinstance(build_output_layer("mhe", codec, D), ShortlistOutput)
+    with pytest.raises(MHCEConfigError, match="--mhe-tie-label-embeddings needs --mhce-mode mhe"):
+        build_output_layer("mhp", codec, D, tied_weight=nn.Parameter(torch.randn(100, D)))
+    with pytest.raises(MHCEConfigError, match=r"shape \(100, 6\)"):
+        build_output_layer("mhe", codec, D, tied_weight=nn.Parameter(torch.randn(90, D)))
+
+
+def test_tied_shortlist_rows_are_the_decoder_embeddings():
+    """Every id's gradient reaches W[id]: the shortlist's rows through the gate, a tail id's
+    through its group; rows of tail groups no target touched get none."""
+    m = make_shortlist("mhe-tied", "h2_waste", 4)
+    w = m.tail.embeddings[-1]
+    assert not hasattr(m, "short") and sum(p is w for p in m.parameters()) == 1
+    v, n_short = m.codec.vocab_size, m.codec.shortlist
+    x, _ = inputs(6, v, seed=3)
+    y = torch.tensor([0, 1, n_short, n_short + 1, 2, 3])  # tail ids 0 and 1: group 0 of the tail
+    factored_loss(m.loss_terms(x, y), 0.1, "per-level").loss.sum().backward()
+    got = w.grad.abs().sum(-1) > 0
+    k2 = m.tail.codec.head_sizes[1]
+    assert got[:n_short].all() and got[n_short:n_short + k2].all() and not got[n_short + k2:].any()

@@ -18,8 +18,8 @@ ERRORS = {
     "shortlist_negative": (["--mhce-shortlist", "-2"], "--mhce-shortlist -2 must be >= 0"),
     "shortlist_with_mhs": (["--mhce-mode", "mhs", "--mhce-shortlist", "8"],
                            "--mhce-shortlist applies to --mhce-mode mhp and mhe, not mhs"),
-    "shortlist_with_tying": (["--mhe-tie-label-embeddings", "--mhce-shortlist", "8"],
-                             "--mhe-tie-label-embeddings cannot be combined with --mhce-shortlist"),
+    "tying_with_mhp": (["--mhce-mode", "mhp", "--mhe-tie-label-embeddings", "--mhce-shortlist", "8"],
+                       "--mhe-tie-label-embeddings needs --mhce-mode mhe"),
     "unknown_smoothing": (["--mhce-smoothing", "uniform"],
                           "--mhce-smoothing 'uniform' is unknown: choose one of joint, per-level"),
     "negative_smoothing_groups": (["--mhce-smoothing-groups", "-1"], "--mhce-smoothing-groups -1 must be >= 0"),
@@ -37,9 +37,11 @@ def runs(cli, toy_bin, tmp_path_factory) -> Dict[str, object]:
     with ThreadPoolExecutor(2) as pool:
         futures = {name: pool.submit(train, name, extra) for name, (extra, _) in ERRORS.items()}
         futures["ok"] = pool.submit(train, "ok", ["--mhce-shortlist", "8", "--mhce-smoothing", "per-level"], 20)
+        futures["tied"] = pool.submit(train, "tied", ["--mhce-shortlist", "8", "--mhe-tie-label-embeddings"], 20)
         results = {name: f.result() for name, f in futures.items()}
-    results["generate"] = generate(toy_bin, root / "ok" / "checkpoint_last.pt", run=cli.run)
-    results["ckpt"] = root / "ok" / "checkpoint_last.pt"
+    for name in ("ok", "tied"):
+        results[f"generate_{name}"] = generate(toy_bin, root / name / "checkpoint_last.pt", run=cli.run)
+        results[f"ckpt_{name}"] = root / name / "checkpoint_last.pt"
     return results
 
 
@@ -50,12 +52,12 @@ def test_bad_values_end_in_one_clear_line(runs, name):
 
 def test_shortlist_checkpoint_trains_decodes_and_carries_its_codec(runs):
     assert runs["ok"].returncode == 0, runs["ok"].stderr[-3000:]
-    proc = runs["generate"]
+    proc = runs["generate_ok"]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(hypotheses(proc.stdout)) == 60
     import mhce_nmt  # noqa: F401  (allow-lists the checkpoint's Namespace)
 
-    state = torch.load(runs["ckpt"])
+    state = torch.load(runs["ckpt_ok"])
     assert state["cfg"]["model"].mhce_shortlist == 8
     assert state["cfg"]["criterion"]["mhce_smoothing"] == "per-level"
     spec = state["model"]["decoder.output_projection.shortlist_spec"].tolist()
@@ -71,3 +73,19 @@ def test_criterion_options_reach_the_criterion(toy_bin, extra, smoothing, groups
     assert model.decoder.output_projection.codec.shortlist == 6
     loss, _size, log = criterion(model, sample)
     assert torch.isfinite(loss) and log["nll_loss"] > 0
+
+
+def test_tied_shortlist_trains_decodes_and_shares_the_decoder_embeddings(runs):
+    """--mhe-tie-label-embeddings with a shortlist: after training, the output rows are still
+    the decoder input embeddings (one table), and there is no free shortlist matrix."""
+    assert runs["tied"].returncode == 0, runs["tied"].stderr[-3000:]
+    proc = runs["generate_tied"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(hypotheses(proc.stdout)) == 60
+    import mhce_nmt  # noqa: F401
+
+    model = torch.load(runs["ckpt_tied"])["model"]
+    embed = model["decoder.embed_tokens.weight"]
+    torch.testing.assert_close(model["decoder.output_projection.tail.embeddings.0"], embed, rtol=0, atol=0)
+    assert "decoder.output_projection.short_bias" in model
+    assert not any(k.startswith("decoder.output_projection.short.") for k in model)

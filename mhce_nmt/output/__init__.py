@@ -30,11 +30,13 @@ def build_output_layer(mode: str, codec: Union[LabelCodec, ShortlistCodec], inpu
             raise MHCEConfigError(
                 f"--mhce-shortlist applies to --mhce-mode mhp and mhe, not {mode}: {mode} already "
                 "scores every id with one softmax. Drop --mhce-shortlist.")
-        if tied_weight is not None:
-            raise MHCEConfigError(
-                "--mhe-tie-label-embeddings cannot be combined with --mhce-shortlist: the tail's last "
-                "level covers only the ids past the shortlist. Drop one of the two options.")
-        tail = build_output_layer(mode, codec.tail, input_dim, embed_dim=embed_dim)
+        if tied_weight is not None and mode != "mhe":
+            raise MHCEConfigError("--mhe-tie-label-embeddings needs --mhce-mode mhe.")
+        if tied_weight is not None:  # every row of W is an output row: shortlist, then tail leaves
+            tail = MHEOutput(codec.tail, input_dim, embed_dim=embed_dim, tied_label_weight=tied_weight,
+                             tied_row_offset=codec.shortlist)
+        else:
+            tail = build_output_layer(mode, codec.tail, input_dim, embed_dim=embed_dim)
         return ShortlistOutput(codec, input_dim, tail)
     if mode == "mhp":
         return MHPOutput(codec, input_dim)

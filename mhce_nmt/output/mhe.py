@@ -41,10 +41,14 @@ class MHEOutput(CascadeOutput):
     The state projection P_h is Linear(d, e) when e != d or the last level is tied to the input
     embeddings; with e = d and free embeddings it is the identity, since a linear P_h would be
     absorbed by E_h (x . P^T E = x . (P E)).
+
+    Tied, the last level's rows are the decoder input embeddings W (V_dict, e): leaf id t is row
+    tied_row_offset + t, so a shortlist's tail (ids past N_s) ties with offset N_s and the first
+    N_s rows are left to the shortlist (`head_rows`).
     """
 
     def __init__(self, codec: LabelCodec, input_dim: int, embed_dim: Optional[int] = None,
-                 tied_label_weight: Optional[nn.Parameter] = None):
+                 tied_label_weight: Optional[nn.Parameter] = None, tied_row_offset: int = 0):
         super().__init__(codec, input_dim)
         if codec.num_heads < 2:
             raise MHCEConfigError(
@@ -52,13 +56,15 @@ class MHEOutput(CascadeOutput):
                 "or more (with one head it is the plain softmax)."
             )
         embed_dim = embed_dim or input_dim
-        if tied_label_weight is not None and tuple(tied_label_weight.shape) != (codec.vocab_size, embed_dim):
+        tied_rows = codec.vocab_size + tied_row_offset
+        if tied_label_weight is not None and tuple(tied_label_weight.shape) != (tied_rows, embed_dim):
             raise MHCEConfigError(
                 f"--mhe-tie-label-embeddings needs decoder input embeddings of shape "
-                f"({codec.vocab_size}, {embed_dim}), got {tuple(tied_label_weight.shape)}: set "
+                f"({tied_rows}, {embed_dim}), got {tuple(tied_label_weight.shape)}: set "
                 "--mhce-embed-dim to the decoder embedding dim."
             )
         self.embed_dim = embed_dim
+        self.tied_row_offset = tied_row_offset if tied_label_weight is not None else 0
         self.level1 = nn.Linear(input_dim, codec.head_sizes[0])
         nn.init.normal_(self.level1.weight, mean=0.0, std=input_dim ** -0.5)
         nn.init.zeros_(self.level1.bias)
@@ -107,11 +113,20 @@ class MHEOutput(CascadeOutput):
             return None
         return self.codec.child_valid(level, parents)
 
+    def table(self, level: int) -> Tensor:
+        """(P_level, e) label embeddings of level >= 2 (a view past the offset when tied)."""
+        table = self.embeddings[level - 2]
+        return table[self.tied_row_offset:] if self.tied_row_offset and level == self.codec.num_heads else table
+
+    def head_rows(self) -> Tensor:
+        """(tied_row_offset, e): the tied table's rows before this layer's ids (a shortlist's)."""
+        return self.embeddings[-1][: self.tied_row_offset]
+
     def _children(self, level: int, z: Tensor, parents: Tensor, rows: Optional[Tensor] = None) -> Tensor:
         """z (M, e) (or (N, e) and rows (M,)), parents (M,) -> (M, K_level) raw scores of each
         parent's children."""
         parents = parents.clamp(max=self.codec.num_prefixes[level - 2] - 1)
-        return grouped_child_scores(z, parents, self.embeddings[level - 2], self.biases[level - 2],
+        return grouped_child_scores(z, parents, self.table(level), self.biases[level - 2],
                                     self.codec.head_sizes[level - 1], rows)
 
     def loss_terms(self, x: Tensor, target: Tensor, sum_groups: Optional[int] = None) -> LossTerms:
@@ -171,7 +186,7 @@ class MHEOutput(CascadeOutput):
             every = torch.arange(total, device=z.device)
             children = (every.unsqueeze(1) * k + torch.arange(k, device=z.device)).view(-1)  # (P*K,)
             rows = children.clamp(max=self.codec.num_prefixes[level - 1] - 1)
-            table, bias = self.embeddings[level - 2], self.biases[level - 2]
+            table, bias = self.table(level), self.biases[level - 2]
             scores = z @ table.index_select(0, rows).t() + bias.index_select(0, rows)  # (N, P*K)
             valid = (children < self.codec.num_prefixes[level - 1]).unsqueeze(0)
             f = self._weighted_sum(level, scores, valid, every.unsqueeze(0).expand(n, -1))  # (N, P)
@@ -207,7 +222,7 @@ class MHEOutput(CascadeOutput):
         for level in range(2, self.codec.num_heads + 1):
             k = self.codec.head_sizes[level - 1]
             parents = joint.size(1)
-            scores = state.states[level - 2] @ self.embeddings[level - 2].t() + self.biases[level - 2]
+            scores = state.states[level - 2] @ self.table(level).t() + self.biases[level - 2]
             padded = scores.new_full((x.size(0), parents * k), float("-inf"))
             padded[:, : scores.size(1)] = scores
             lp = masked_log_softmax(padded.view(-1, parents, k), None, temperature)

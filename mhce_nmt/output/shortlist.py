@@ -8,6 +8,10 @@ tail layer's level-1 scores (-inf on invalid groups), T the temperature; the gat
 For MHE this is one level-1 softmax over [a ; b] (N_s + K_1 classes) followed by the tail's
 levels; for MHP the tail keeps its own normaliser over valid codes. The uniform term of joint
 smoothing is sum_s g[s] + (V - N_s) g[N_s] + sum_t log p_tail(t), the last from the tail layer.
+
+Tied (an MHE tail tied with row offset N_s), every id's output row is its decoder input
+embedding W[v], as in fairseq's tied softmax: a = W[:N_s] P x + c, with P the tail's last-level
+projection, and tail leaf t scores W[N_s + t] P x + b_t within its group.
 """
 from __future__ import annotations
 
@@ -16,9 +20,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ..codec import ShortlistCodec
 from .base import CascadeOutput, FactoredOutput, LevelScores, LossTerms, at_least_fp32
+from .mhe import MHEOutput
 
 
 class ShortlistOutput(FactoredOutput):
@@ -29,10 +35,20 @@ class ShortlistOutput(FactoredOutput):
     def __init__(self, codec: ShortlistCodec, input_dim: int, tail: CascadeOutput):
         super().__init__(codec, input_dim)
         self.tail = tail
-        self.short = nn.Linear(input_dim, codec.shortlist)
-        nn.init.normal_(self.short.weight, mean=0.0, std=input_dim ** -0.5)
-        nn.init.zeros_(self.short.bias)
+        self.tied = isinstance(tail, MHEOutput) and tail.tied_row_offset == codec.shortlist
+        if self.tied:
+            self.short_bias = nn.Parameter(torch.zeros(codec.shortlist))
+        else:
+            self.short = nn.Linear(input_dim, codec.shortlist)
+            nn.init.normal_(self.short.weight, mean=0.0, std=input_dim ** -0.5)
+            nn.init.zeros_(self.short.bias)
         self.register_buffer("shortlist_spec", torch.tensor(codec.spec()), persistent=True)
+
+    def short_logits(self, x: Tensor) -> Tensor:
+        """x (N, d) -> (N, N_s) raw shortlist scores (tied: W[:N_s] P x + c)."""
+        if self.tied:
+            return F.linear(self.tail.projections[-1](x), self.tail.head_rows(), self.short_bias)
+        return self.short(x)
 
     def gate(self, short_logits: Tensor, tail_level1: Tensor, temperature: float = 1.0) -> Tensor:
         """(N, N_s) and (N, K_1) raw scores -> (N, N_s + 1) gate log-probs (last column: the tail)."""
@@ -41,7 +57,7 @@ class ShortlistOutput(FactoredOutput):
         return torch.log_softmax(scores, dim=-1)
 
     def gate_for(self, x: Tensor, temperature: float) -> Tensor:
-        return self.gate(self.short(x), self.tail.level1_scores(x), temperature)
+        return self.gate(self.short_logits(x), self.tail.level1_scores(x), temperature)
 
     def loss_terms(self, x: Tensor, target: Tensor, sum_groups: Optional[int] = None) -> LossTerms:
         """Gate level for every token, then the tail's levels for tail tokens only. Shortlisted
@@ -54,7 +70,7 @@ class ShortlistOutput(FactoredOutput):
         first = tail_terms.levels[0]
         tail_level1 = first.logits if first.valid is None else first.logits.masked_fill(
             ~first.valid.expand_as(first.logits), float("-inf"))
-        gate_logits = torch.cat([at_least_fp32(self.short(x)),
+        gate_logits = torch.cat([at_least_fp32(self.short_logits(x)),
                                  torch.logsumexp(at_least_fp32(tail_level1), dim=-1, keepdim=True)], dim=-1)
         levels = [LevelScores(gate_logits, torch.where(short, target, torch.full_like(target, n_short)))]
         levels += [dataclasses.replace(level, active=~short) for level in tail_terms.levels]

@@ -144,13 +144,20 @@ def test_unknown_path_is_refused():
 
 # ---------------------------------------------------------------- no host sync (meta device)
 
-def meta_layer(mode, dtype, shortlist=0):
-    """A layer over V = 1,000 (heads 32 x 32: the last prefix is partial) on the meta device."""
+def layer_over_1000(mode, shortlist=0):
+    """A layer over V = 1,000 (heads 32 x 32: the last prefix is partial); mode mhe-tied: mhe whose
+    output rows are a (V, 16) decoder embedding."""
     codec = ShortlistCodec.build(1000, shortlist) if shortlist else LabelCodec.build(1000)
-    return build_output_layer(mode, codec, 16).to("meta", dtype)
+    tied = torch.nn.Parameter(torch.randn(1000, 16) * 0.25) if mode == "mhe-tied" else None
+    return build_output_layer(mode.split("-")[0], codec, 16, tied_weight=tied)
 
 
-@pytest.mark.parametrize("mode,shortlist", [("mhe", 0), ("mhe", 64), ("mhp", 0), ("mhp", 64)])
+def meta_layer(mode, dtype, shortlist=0):
+    """layer_over_1000 on the meta device."""
+    return layer_over_1000(mode, shortlist).to("meta", dtype)
+
+
+@pytest.mark.parametrize("mode,shortlist", [("mhe", 0), ("mhe", 64), ("mhp", 0), ("mhp", 64), ("mhe-tied", 64)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_training_step_reads_no_value_back(mode, shortlist, dtype):
     """loss terms with joint smoothing and their backward on meta tensors: nothing can be read."""
@@ -185,15 +192,14 @@ def test_cpu_planner_reads_values_back_so_the_meta_check_can_fail():
 
 
 @pytest.mark.parametrize("path", DEVICE_PATHS)
-@pytest.mark.parametrize("shortlist", [0, 64])
-def test_coarse_to_fine_decoding_on_every_way_equals_brute_force(path, shortlist):
+@pytest.mark.parametrize("mode,shortlist", [("mhe", 0), ("mhe", 64), ("mhe-tied", 64)])
+def test_coarse_to_fine_decoding_on_every_way_equals_brute_force(path, mode, shortlist):
     """Candidates with every group kept, on each device way: the exact log-probs of all V ids
     (brute force: the layer's full (N, V) log_probs, level by level)."""
     from mhce_nmt.output.grouped import forced_path
 
     torch.manual_seed(0)
-    codec = ShortlistCodec.build(1000, shortlist) if shortlist else LabelCodec.build(1000)
-    layer = build_output_layer("mhe", codec, 16).eval()
+    layer = layer_over_1000(mode, shortlist).eval()
     x = torch.randn(7, 16)
     with torch.no_grad():
         full = layer.log_probs(x)  # (7, V)

@@ -176,13 +176,13 @@ def smoothed(lp_valid, idx, eps):
     return (1 - eps - eps_i) * nll + eps_i * (-lp_valid).sum()
 
 
-def ref_loss(m, x, y, eps):
-    """Per-token smoothed loss, reference (N,) float64."""
+def ref_loss(m, x, y, eps, leaf_table=None):
+    """Per-token smoothed loss, reference (N,) float64 (leaf_table: see ref_mhe_levels)."""
     v, sizes = m.codec.vocab_size, m.codec.head_sizes
     s = strides(sizes)
     out = []
     if isinstance(m, MHEOutput):
-        levels = ref_mhe_levels(m, x)
+        levels = ref_mhe_levels(m, x, leaf_table=leaf_table)
         for n, t in enumerate(y.tolist()):
             total = 0.0
             for h in range(1, len(sizes) + 1):

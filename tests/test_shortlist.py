@@ -40,20 +40,22 @@ def make_shortlist(mode, cname, shortlist, seed=0, embed_dim=None):
     return randomise(m, seed)
 
 
+def ref_short_logits(m, x64):
+    """(N, N_s) raw shortlist scores, float64: Linear, or tied <P x, W[s]> + c_s."""
+    if hasattr(m, "short"):
+        return linear64(x64, m.short)
+    w = m.tail.embeddings[-1].double()
+    return linear64(x64, m.tail.projections[-1]) @ w[:m.codec.shortlist].t() + m.short_bias.double()
+
+
 def ref_shortlist(m, x, temperature=1.0):
     """(N, V) exact log-probs from the parameters, float64. Tied: id v's output row is W[v],
     scored against the tail's last projection: shortlist a_s = <P x, W[s]> + c_s, tail leaf t
     uses row W[N_s + t]."""
     x64 = x.double()
     tail = m.tail
-    n_short = m.codec.shortlist
-    leaf_table = None
-    if hasattr(m, "short"):
-        a = linear64(x64, m.short) / temperature
-    else:
-        w = tail.embeddings[-1].double()
-        a = (linear64(x64, tail.projections[-1]) @ w[:n_short].t() + m.short_bias.double()) / temperature
-        leaf_table = w[n_short:]
+    a = ref_short_logits(m, x64) / temperature
+    leaf_table = None if hasattr(m, "short") else tail.embeddings[-1].double()[m.codec.shortlist:]
     if m.tail.__class__.__name__ == "MHEOutput":
         valid_groups = sorted(valid_prefix_sets(tail.codec.vocab_size, tail.codec.head_sizes)[1])
         b = linear64(x64, tail.level1)[:, valid_groups] / temperature
@@ -107,7 +109,8 @@ def test_joint_loss_equals_fairseq_on_exact_log_probs(mode, cname, shortlist, ep
         torch.testing.assert_close(g, r, atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("mode,cname,shortlist", [("mhe", "h3_waste", 2), ("mhp", "h2_waste", 4)])
+@pytest.mark.parametrize("mode,cname,shortlist", [("mhe", "h3_waste", 2), ("mhp", "h2_waste", 4),
+                                               ("mhe-tied", "h2_waste", 3)])
 def test_per_level_loss_matches_reference(mode, cname, shortlist):
     """per-level: fairseq's formula in the gate (N_s + 1 classes), then in each tail level for
     tail tokens only."""
@@ -116,22 +119,24 @@ def test_per_level_loss_matches_reference(mode, cname, shortlist):
     x, _ = inputs(30, v, seed=4)
     y = every_id(v, 30)
     res = factored_loss(m.loss_terms(x, y), 0.1, "per-level")
-    a = linear64(x.double(), m.short)
-    if mode == "mhe":
+    a = ref_short_logits(m, x.double())
+    if mode.startswith("mhe"):
         groups = sorted(valid_prefix_sets(m.tail.codec.vocab_size, m.tail.codec.head_sizes)[1])
         b = linear64(x.double(), m.tail.level1)[:, groups]
     else:
         b = linear64(x.double(), m.tail.heads)[:, :m.tail.codec.head_sizes[0]]
     gate = torch.log_softmax(torch.cat([a, torch.logsumexp(b, -1, keepdim=True)], 1), -1)
-    tail_loss = ref_loss(m.tail, x, (y - n_short).clamp(min=0), 0.1)
+    leaf_table = None if hasattr(m, "short") else m.tail.embeddings[-1].double()[n_short:]
+    tail_loss = ref_loss(m.tail, x, (y - n_short).clamp(min=0), 0.1, leaf_table)
     want = [smoothed(gate[i], int(t) if t < n_short else n_short, 0.1) + (0 if t < n_short else tail_loss[i])
             for i, t in enumerate(y.tolist())]
     torch.testing.assert_close(res.loss.double(), torch.stack(want), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("cname,shortlist,draws", [("h2_waste", 3, 2), ("h3_waste", 2, 1)])
-def test_mhe_sampled_uniform_term_is_unbiased(monkeypatch, cname, shortlist, draws):
-    m = make_shortlist("mhe", cname, shortlist)
+@pytest.mark.parametrize("mode,cname,shortlist,draws", [("mhe", "h2_waste", 3, 2), ("mhe", "h3_waste", 2, 1),
+                                                     ("mhe-tied", "h2_waste", 3, 2)])
+def test_mhe_sampled_uniform_term_is_unbiased(monkeypatch, mode, cname, shortlist, draws):
+    m = make_shortlist(mode, cname, shortlist)
     v = m.codec.vocab_size
     x, _ = inputs(20, v, seed=6)
     y = every_id(v, 20)

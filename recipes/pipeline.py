@@ -80,6 +80,8 @@ class Recipe:
     dropout: float | None = None  # None: the value in model_args
     mhce_shortlist: int = 0  # mhe/mhp: the most frequent ids scored directly (0 = none)
     mhe_tied: bool = False  # mhe: tie every output row to the decoder input embeddings
+    spm_samples: int = 0  # sampled segmentations of each training pair added to its best one
+    spm_alpha: float = 0.1  # their sentencepiece sampling smoothness (lower: noisier)
     lenpen: float = 1.0  # beam search length penalty (fairseq's --lenpen: > 1 favours longer output)
     average_last: int = 0  # decode the mean of the last N checkpoints (0 or 1: checkpoint_best)
     average_interval: int = 200  # updates between the averaged checkpoints
@@ -103,6 +105,8 @@ class Config:
     topk_groups: int = 8
     lenpen: float = 1.0
     average_last: int = 0
+    spm_samples: int = 0
+    spm_alpha: float = 0.1
     force: bool = False
     dry_run: bool = False
 
@@ -112,9 +116,11 @@ class Config:
 
     @property
     def vocab_tag(self) -> str:
-        """Names the segmentation: ``spm16000``, ``spm8000-sep``, ``word32000``."""
+        """Names the segmentation: ``spm16000``, ``spm8000-sep``, ``word32000``, and
+        ``spm16000-sample4-a0.1`` with 4 sampled segmentations of the training text."""
         kind = "word" if self.word_level else "spm"
-        return f"{kind}{self.vocab_size}" + ("" if self.joint else "-sep")
+        sampled = f"-sample{self.spm_samples}-a{self.spm_alpha:g}" if self.spm_samples else ""
+        return f"{kind}{self.vocab_size}" + ("" if self.joint else "-sep") + sampled
 
     @property
     def data(self) -> Path:
@@ -240,7 +246,9 @@ def dictionary_size(dict_file: Path) -> int:
 
 
 def stage_spm(cfg: Config) -> None:
-    """Train the segmenter(s) on the training text and segment every split."""
+    """Train the segmenter(s) on the training text and segment every split. With --spm-samples K
+    the training text is its best segmentation followed by K sampled ones of every pair (the two
+    sides sampled independently, lines aligned); valid and test keep the best."""
     outputs = [cfg.seg / f"{s}.{lang}" for s in SPLITS for lang in cfg.langs]
     outputs += [cfg.segmenter_path(lang) for lang in cfg.langs]
     if done("spm", cfg, outputs, [cfg.data / f"{s}.{lang}" for s in SPLITS for lang in cfg.langs]):
@@ -260,13 +268,19 @@ def stage_spm(cfg: Config) -> None:
     for group in groups:
         prefix = cfg.segmenter_path(group[0]).with_suffix("")
         SentencePiece.train([cfg.data / f"train.{lang}" for lang in group], prefix, cfg.vocab_size)
-    for lang in cfg.langs:
+    for lang_index, lang in enumerate(cfg.langs):
         segmenter = load_segmenter(cfg.segmenter_path(lang))
         for split in SPLITS:
             lines = read_lines(cfg.data / f"{split}.{lang}")
-            write_lines(cfg.seg / f"{split}.{lang}", segmenter.encode(lines))
+            segmented = segmenter.encode(lines)
+            if split == "train":
+                for copy in range(1, cfg.spm_samples + 1):
+                    segmented += segmenter.encode_sampled(lines, cfg.spm_alpha, seed=100 * copy + lang_index)
+            write_lines(cfg.seg / f"{split}.{lang}", segmented)
         say("spm", f"segmented {lang}: " + ", ".join(
-            f"{s} {sum(len(l.split()) for l in read_lines(cfg.seg / f'{s}.{lang}'))} tokens" for s in SPLITS))
+            f"{s} {sum(len(l.split()) for l in read_lines(cfg.seg / f'{s}.{lang}'))} tokens" for s in SPLITS)
+            + (f" (train: the best segmentation and {cfg.spm_samples} sampled, alpha {cfg.spm_alpha:g})"
+               if cfg.spm_samples else ""))
 
 
 def stage_binarize(cfg: Config) -> None:
@@ -570,6 +584,12 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
                         help="mhe: every id's output row is its decoder input embedding (shortlist rows "
                              f"and the last level), as softmax ties them (default {recipe.mhe_tied}; "
                              "the run directory is <vocab>-mhe-tied)")
+    parser.add_argument("--spm-samples", type=int, default=recipe.spm_samples, metavar="K",
+                        help="subword regularization: add K sampled sentencepiece segmentations of every "
+                             "training pair to its best one (valid and test keep the best; default %(default)s)")
+    parser.add_argument("--spm-alpha", type=float, default=recipe.spm_alpha,
+                        help="sampling smoothness of --spm-samples, in (0, 1]: lower is noisier "
+                             "(default %(default)s)")
     parser.add_argument("--average-last", type=int, default=recipe.average_last, metavar="N",
                         help="decode the mean of checkpoint_last and the N-1 checkpoints before it, saved "
                              "every --average-interval updates (default %(default)s; 0 or 1 = "
@@ -635,6 +655,11 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
                  f"and {args.average_interval}")
 
     gpu = torch.cuda.is_available()
+    if args.spm_samples < 0 or not 0 < args.spm_alpha <= 1:
+        sys.exit(f"error: --spm-samples must be >= 0 and --spm-alpha in (0, 1], got {args.spm_samples} and "
+                 f"{args.spm_alpha:g}")
+    if args.spm_samples and args.word_level:
+        sys.exit("error: --spm-samples samples sentencepiece segmentations; --word-level has none. Drop one")
     if args.mhe_tie_label_embeddings and args.mode != "mhe":
         sys.exit(f"error: --mhe-tie-label-embeddings applies to --mode mhe, not {args.mode}; drop the option")
     mhe_tied = recipe.mhe_tied if args.mhe_tie_label_embeddings is None else args.mhe_tie_label_embeddings
@@ -659,7 +684,8 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         work_dir=args.work_dir.resolve(), src=args.src, tgt=args.tgt, vocab_size=vocab_size,
         word_level=args.word_level, joint=not args.separate_vocab, train=settings,
         workers=args.workers, beam=args.beam, batch_size=args.batch_size,
-        topk_groups=args.topk_groups, lenpen=args.lenpen, average_last=args.average_last, force=args.force,
+        topk_groups=args.topk_groups, lenpen=args.lenpen, average_last=args.average_last,
+        spm_samples=args.spm_samples, spm_alpha=args.spm_alpha, force=args.force,
         dry_run=args.dry_run,
     )
 

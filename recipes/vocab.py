@@ -66,6 +66,13 @@ class SentencePiece:
         """Pieces back to text."""
         return self.processor.decode_pieces(tokens)
 
+    def encode_sampled(self, lines: list[str], alpha: float, seed: int, nbest: int = 64) -> list[str]:
+        """Each line as one segmentation drawn from the unigram model's `nbest` best, with
+        p(seg) ~ p_unigram(seg)^alpha (subword regularization, Kudo 2018); decodes to the line."""
+        spm.set_random_generator_seed(seed)
+        pieces = self.processor.encode(lines, out_type=str, enable_sampling=True, alpha=alpha, nbest_size=nbest)
+        return [" ".join(p) for p in pieces]
+
 
 class WordLevel:
     """Reversible word/punctuation tokeniser (no model to train)."""

@@ -287,3 +287,39 @@ def test_mhe_tie_label_embeddings_option(tmp_path: Path) -> None:
     assert recipe_config(tied_recipe, ["--mode", "mhp"]).train.arm == "mhp"
     with pytest.raises(SystemExit, match="--mhe-tie-label-embeddings applies to --mode mhe, not softmax"):
         recipe_config(recipe, ["--mode", "softmax", "--mhe-tie-label-embeddings"])
+
+
+def test_spm_samples_add_sampled_segmentations_of_the_training_text(tmp_path: Path) -> None:
+    """--spm-samples K: train.{de,en} hold the best segmentation, then K sampled ones of every pair,
+    each decoding back to its raw line (aligned across languages); valid and test keep the best;
+    the segmentation gets its own directories, so the unsampled data stays as it was."""
+    work = tmp_path / "work"
+    write_data(work)
+    recipe = pipeline.Recipe(name="tiny", src="de", tgt="en", work_dir=work, vocab_size=120)
+    best = recipe_config(recipe, ["--workers", "1"])
+    sampled = recipe_config(recipe, ["--workers", "1", "--spm-samples", "2", "--spm-alpha", "0.2"])
+    assert best.vocab_tag == "spm120" and sampled.vocab_tag == "spm120-sample2-a0.2"
+    assert sampled.run_dir.name == "spm120-sample2-a0.2-mhe" and sampled.bin.name == "bin-spm120-sample2-a0.2"
+    pipeline.stage_spm(best)
+    pipeline.stage_spm(sampled)
+    from recipes.vocab import SentencePiece
+
+    for lang in ("de", "en"):
+        raw = pipeline.read_lines(work / "data" / f"train.{lang}")
+        lines = pipeline.read_lines(sampled.seg / f"train.{lang}")
+        assert len(lines) == 3 * len(raw)
+        assert lines[:len(raw)] == pipeline.read_lines(best.seg / f"train.{lang}")  # the best one first
+        segmenter = SentencePiece(sampled.segmenter_path(lang))
+        assert [segmenter.decode(l.split()) for l in lines] == raw * 3
+        assert lines[len(raw):] != lines[:len(raw)] * 2  # the samples differ from the best
+        for split in ("valid", "test"):
+            assert pipeline.read_lines(sampled.seg / f"{split}.{lang}") == pipeline.read_lines(best.seg / f"{split}.{lang}")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--spm-samples", "-1"], "--spm-samples must be >= 0"), (["--spm-samples", "2", "--spm-alpha", "0"], "in (0, 1]"),
+    (["--spm-samples", "2", "--word-level"], "--word-level has none")])
+def test_bad_spm_sampling_options_are_refused(tmp_path: Path, argv: list[str], message: str) -> None:
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
+    with pytest.raises(SystemExit, match=__import__("re").escape(message)):
+        recipe_config(recipe, argv)

@@ -46,11 +46,14 @@ class TrainSettings:
     autocast_bf16: bool = False  # the plugin task's --autocast-bf16 (softmax/adaptive train with that task too)
     softmax_kernel: str = "eager"  # softmax only: fused_softmax.KERNELS; eager = fairseq's own criterion
     mhe_tied: bool = False  # mhe only: output rows tied to the decoder input embeddings
+    run_name: str = ""  # names the run instead of the default below (a benchmark's arm)
 
     @property
     def arm(self) -> str:
         """The run's name: the mode, and the fused kernel of a softmax that has one (softmax-liger),
-        or -tied for a tied mhe (mhe-tied)."""
+        or -tied for a tied mhe (mhe-tied); run_name where given."""
+        if self.run_name:
+            return self.run_name
         if self.mode == "softmax" and self.softmax_kernel != "eager":
             return f"{self.mode}-{self.softmax_kernel}"
         return "mhe-tied" if self.mode == "mhe" and self.mhe_tied else self.mode

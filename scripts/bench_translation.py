@@ -44,6 +44,8 @@ from recipes.vocab import load_segmenter  # noqa: E402
 DEFAULT_METHODS = ("softmax", "adaptive", "mhp", "mhe", "mhs")
 #: softmax trained through a fused linear + loss kernel (mhce_nmt.fused_softmax)
 FUSED_SOFTMAX_METHODS = tuple(f"softmax-{k}" for k in pipeline.SOFTMAX_KERNELS if k != "eager")
+#: mhe/mhp with the recipe's frequent-token shortlist (1,024 ids; not run unless named)
+SHORTLIST_METHODS = ("mhe+shortlist", "mhp+shortlist")
 #: --model base: transformer_wmt_en_de's width and depth, over the recipe's CPU-sized model
 BASE_MODEL_ARGS = (
     "--encoder-layers", "6", "--decoder-layers", "6", "--encoder-embed-dim", "512", "--decoder-embed-dim", "512",
@@ -53,9 +55,14 @@ BASE_MODEL_ARGS = (
 
 
 def method_settings(cfg: pipeline.Config, method: str) -> pipeline.Config:
-    """cfg for one method: a mode, or softmax-KERNEL (softmax through a fused kernel)."""
-    mode, _, kernel = method.partition("-")
-    return replace(cfg, train=replace(cfg.train, mode=mode, softmax_kernel=kernel or "eager"))
+    """cfg for one method: a mode, softmax-KERNEL (softmax through a fused kernel), or
+    mhe+shortlist / mhp+shortlist (the recipe's --mhce-shortlist N, run directory of its own)."""
+    base, _, variant = method.partition("+")
+    mode, _, kernel = base.partition("-")
+    shortlist = ("--mhce-shortlist", str(libreoffice.RECIPE.mhce_shortlist)) if variant == "shortlist" else ()
+    return replace(cfg, train=replace(cfg.train, mode=mode, softmax_kernel=kernel or "eager",
+                                      shortlist_args=shortlist,
+                                      run_name=method if variant else ""))
 
 
 def run_measured(cmd: List[str], log: Path) -> Dict[str, float]:
@@ -236,7 +243,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """The benchmark's options (--quick filled in)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=REPO / "recipes" / "libreoffice_de_en" / "work")
-    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=MODES + FUSED_SOFTMAX_METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                        choices=MODES + FUSED_SOFTMAX_METHODS + SHORTLIST_METHODS)
     parser.add_argument("--model", choices=("small", "base"), default="small",
                         help="small: the recipe's 3+3 layers of width 256; base: transformer_wmt_en_de's 6+6 of 512 "
                              "(default %(default)s)")

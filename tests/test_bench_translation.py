@@ -121,3 +121,18 @@ def test_rejects_bad_cap_and_batch_size(bad, capsys):
 def test_prepare_only_is_an_option():
     args = bench.parse_args(["--prepare-only", "--vocab-size", "32000", "--test-lines", "500"])
     assert args.prepare_only and args.vocab_size == 32000 and args.test_lines == 500
+
+
+def test_shortlist_methods_train_with_the_recipes_shortlist_in_their_own_run_directory(tmp_path: Path):
+    import mhce_nmt  # noqa: F401
+    from fairseq import options
+
+    args = bench.parse_args(["--work-dir", str(tmp_path), "--methods", "softmax", "mhe+shortlist", "mhp+shortlist"])
+    cfg, _ = bench.recipe_config(args)
+    for method in ("mhe", "mhe+shortlist", "mhp+shortlist"):
+        arm = bench.method_settings(cfg, method)
+        cmd = bench.train_command(arm.bin, arm.checkpoints, arm.train, 32_000)
+        parsed = options.parse_args_and_arch(options.get_training_parser(), cmd[1:])
+        assert parsed.mhce_mode == method[:3]
+        assert parsed.mhce_shortlist == (1024 if "+shortlist" in method else 0)
+        assert arm.run_dir.name == f"spm32000-{method}"

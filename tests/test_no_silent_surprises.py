@@ -38,17 +38,19 @@ def warnings_from(caplog, logger: str):
     (["--mhce-mode", "mhe", "--share-all-embeddings"], True, False),
     (["--mhce-mode", "mhe", "--mhce-shortlist", "10", "--share-all-embeddings"], True, False),
     (["--mhce-mode", "mhe", "--share-all-embeddings", "--mhe-tie-label-embeddings"], False, True),
+    (["--mhce-mode", "mhe", "--mhce-shortlist", "10", "--share-all-embeddings", "--mhe-tie-label-embeddings"],
+     False, True),
     (["--mhce-mode", "mhs", "--share-all-embeddings"], False, True),
     (["--mhce-mode", "mhe"], False, False),
-], ids=["mhp", "mhe", "mhe-shortlist", "mhe-tied", "mhs", "mhe-no-sharing"])
+], ids=["mhp", "mhe", "mhe-shortlist", "mhe-tied", "mhe-shortlist-tied", "mhs", "mhe-no-sharing"])
 def test_share_all_embeddings_warns_when_the_output_stays_untied(toy_bin, caplog, extra, warned,
                                                                  output_tied):
     caplog.set_level(logging.WARNING, logger="mhce_nmt.model")
     _task, model, _criterion, _sample = build_in_process(toy_bin, extra)
     messages = [m for m in warnings_from(caplog, "mhce_nmt.model") if SHARE_ALL_WARNING in m]
     assert len(messages) == int(warned), messages
-    if warned:  # the tying hint only where it applies (mhe without a shortlist)
-        hint = "mhe" in extra and "--mhce-shortlist" not in extra
+    if warned:  # the tying hint only where it applies (mhe, with or without a shortlist)
+        hint = "mhe" in extra
         assert ("add --mhe-tie-label-embeddings" in messages[0]) == hint, messages[0]
     sharing = "--share-all-embeddings" in extra
     assert (model.encoder.embed_tokens is model.decoder.embed_tokens) == sharing

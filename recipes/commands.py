@@ -46,17 +46,21 @@ class TrainSettings:
     autocast_bf16: bool = False  # the plugin task's --autocast-bf16 (softmax/adaptive train with that task too)
     softmax_kernel: str = "eager"  # softmax only: fused_softmax.KERNELS; eager = fairseq's own criterion
     mhe_tied: bool = False  # mhe only: output rows tied to the decoder input embeddings
+    mhce_embed_dim: int = 0  # mhe only: label-embedding width E (0: the decoder's)
     run_name: str = ""  # names the run instead of the default below (a benchmark's arm)
 
     @property
     def arm(self) -> str:
         """The run's name: the mode, and the fused kernel of a softmax that has one (softmax-liger),
-        or -tied for a tied mhe (mhe-tied); run_name where given."""
+        or -tied / -eE for a tied mhe or one of label-embedding width E (mhe-tied, mhe-e64); run_name
+        where given."""
         if self.run_name:
             return self.run_name
         if self.mode == "softmax" and self.softmax_kernel != "eager":
             return f"{self.mode}-{self.softmax_kernel}"
-        return "mhe-tied" if self.mode == "mhe" and self.mhe_tied else self.mode
+        if self.mode != "mhe":
+            return self.mode
+        return "mhe" + ("-tied" if self.mhe_tied else "") + (f"-e{self.mhce_embed_dim}" if self.mhce_embed_dim else "")
     log_format: str = "simple"
     log_interval: int = 10
 
@@ -133,6 +137,8 @@ def train_command(bin_dir: Path, save_dir: Path, settings: TrainSettings, tgt_vo
         cmd += list(settings.shortlist_args)
     if mode == "mhe" and settings.mhe_tied:
         cmd.append("--mhe-tie-label-embeddings")
+    if mode == "mhe" and settings.mhce_embed_dim:
+        cmd += ["--mhce-embed-dim", str(settings.mhce_embed_dim)]
     cmd += ["--max-tokens", str(settings.max_tokens), "--seed", str(settings.seed)]
     if settings.max_update:
         cmd += ["--max-update", str(settings.max_update)]

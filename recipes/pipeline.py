@@ -584,6 +584,9 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
                         help="mhe: every id's output row is its decoder input embedding (shortlist rows "
                              f"and the last level), as softmax ties them (default {recipe.mhe_tied}; "
                              "the run directory is <vocab>-mhe-tied)")
+    parser.add_argument("--mhce-embed-dim", type=int, default=0, metavar="E",
+                        help="mhe: label-embedding width E of the levels after the first (default: the "
+                             "decoder's; the run directory is <vocab>-mhe-eE)")
     parser.add_argument("--spm-samples", type=int, default=recipe.spm_samples, metavar="K",
                         help="subword regularization: add K sampled sentencepiece segmentations of every "
                              "training pair to its best one (valid and test keep the best; default %(default)s)")
@@ -660,6 +663,9 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
                  f"{args.spm_alpha:g}")
     if args.spm_samples and args.word_level:
         sys.exit("error: --spm-samples samples sentencepiece segmentations; --word-level has none. Drop one")
+    if args.mhce_embed_dim and (args.mode != "mhe" or args.mhce_embed_dim < 1):
+        sys.exit(f"error: --mhce-embed-dim applies to --mode mhe with E >= 1, got --mode {args.mode} and "
+                 f"{args.mhce_embed_dim}")
     if args.mhe_tie_label_embeddings and args.mode != "mhe":
         sys.exit(f"error: --mhe-tie-label-embeddings applies to --mode mhe, not {args.mode}; drop the option")
     mhe_tied = recipe.mhe_tied if args.mhe_tie_label_embeddings is None else args.mhe_tie_label_embeddings
@@ -678,7 +684,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         max_tokens=args.max_tokens, max_update=args.max_update,
         stop_time_hours=args.train_minutes / 60 if args.train_minutes else None, seed=args.seed,
         cpu=not gpu, fp16=args.fp16 and gpu, autocast_bf16=args.autocast_bf16, softmax_kernel=args.softmax_kernel,
-        mhe_tied=mhe_tied and args.mode == "mhe", log_format=args.log_format or ("tqdm" if sys.stderr.isatty() else "simple"),
+        mhe_tied=mhe_tied and args.mode == "mhe", mhce_embed_dim=args.mhce_embed_dim, log_format=args.log_format or ("tqdm" if sys.stderr.isatty() else "simple"),
     )
     return Config(
         work_dir=args.work_dir.resolve(), src=args.src, tgt=args.tgt, vocab_size=vocab_size,

@@ -323,3 +323,16 @@ def test_bad_spm_sampling_options_are_refused(tmp_path: Path, argv: list[str], m
     recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
     with pytest.raises(SystemExit, match=__import__("re").escape(message)):
         recipe_config(recipe, argv)
+
+
+def test_mhce_embed_dim_option(tmp_path: Path) -> None:
+    """--mhce-embed-dim E reaches fairseq-train for mhe and names the run mhe-eE; refused elsewhere."""
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
+    cfg = recipe_config(recipe, ["--mode", "mhe", "--mhce-embed-dim", "64"])
+    assert last_value(train_command(cfg.bin, cfg.checkpoints, cfg.train, 16000), "--mhce-embed-dim") == "64"
+    assert cfg.run_dir.name == "spm16000-mhe-e64"
+    both = recipe_config(recipe, ["--mode", "mhe", "--mhce-embed-dim", "64", "--mhe-tie-label-embeddings"])
+    assert both.run_dir.name == "spm16000-mhe-tied-e64"
+    for argv in (["--mode", "mhp", "--mhce-embed-dim", "64"], ["--mode", "mhe", "--mhce-embed-dim", "-1"]):
+        with pytest.raises(SystemExit, match="--mhce-embed-dim applies to --mode mhe with E >= 1"):
+            recipe_config(recipe, argv)

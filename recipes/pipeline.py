@@ -684,7 +684,8 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         max_tokens=args.max_tokens, max_update=args.max_update,
         stop_time_hours=args.train_minutes / 60 if args.train_minutes else None, seed=args.seed,
         cpu=not gpu, fp16=args.fp16 and gpu, autocast_bf16=args.autocast_bf16, softmax_kernel=args.softmax_kernel,
-        mhe_tied=mhe_tied and args.mode == "mhe", mhce_embed_dim=args.mhce_embed_dim, log_format=args.log_format or ("tqdm" if sys.stderr.isatty() else "simple"),
+        mhe_tied=mhe_tied and args.mode == "mhe", mhce_embed_dim=args.mhce_embed_dim,
+        log_format=args.log_format or ("tqdm" if sys.stderr.isatty() else "simple"),
     )
     return Config(
         work_dir=args.work_dir.resolve(), src=args.src, tgt=args.tgt, vocab_size=vocab_size,

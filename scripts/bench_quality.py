@@ -379,7 +379,8 @@ def recipe_record(summary: Dict[str, object], settings: str) -> Dict[str, object
     """One recipe run's summary.json -> a record of this benchmark (one point: its last update)."""
     arm = summary.get("arm", summary["mode"])  # softmax-liger: a fused kernel; mhe-tied: tied output rows
     parts = ["shortlist"] if "shortlist" in str(summary.get("output", "")) else []
-    variant = "+".join(parts + [arm.partition("-")[2]] if arm.partition("-")[2] else parts)
+    suffix = arm.partition("-")[2]
+    variant = "+".join(parts + ([suffix] if suffix else []))
     keys = ("bleu", "chrf", "bp", "hyp_ref_ratio", "valid_ppl", "train_words_per_s", "decode_sentences_per_s",
             "decode_tokens_per_s", "lenpen", "beam", "bleu_signature", "bleu_detail")
     return {"vocab": summary["dictionary"][summary["pair"].split("-")[1]], "method": summary["mode"],

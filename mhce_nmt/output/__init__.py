@@ -30,9 +30,9 @@ def build_output_layer(mode: str, codec: Union[LabelCodec, ShortlistCodec], inpu
             raise MHCEConfigError(
                 f"--mhce-shortlist applies to --mhce-mode mhp and mhe, not {mode}: {mode} already "
                 "scores every id with one softmax. Drop --mhce-shortlist.")
-        if tied_weight is not None and mode != "mhe":
-            raise MHCEConfigError("--mhe-tie-label-embeddings needs --mhce-mode mhe.")
         if tied_weight is not None:  # every row of W is an output row: shortlist, then tail leaves
+            if mode != "mhe":
+                raise MHCEConfigError("--mhe-tie-label-embeddings needs --mhce-mode mhe.")
             tail = MHEOutput(codec.tail, input_dim, embed_dim=embed_dim, tied_label_weight=tied_weight,
                              tied_row_offset=codec.shortlist)
         else:

@@ -47,22 +47,27 @@ class TrainSettings:
     softmax_kernel: str = "eager"  # softmax only: fused_softmax.KERNELS; eager = fairseq's own criterion
     mhe_tied: bool = False  # mhe only: output rows tied to the decoder input embeddings
     mhce_embed_dim: int = 0  # mhe only: label-embedding width E (0: the decoder's)
+    share_all: bool = False  # one embedding table for the encoder and decoder inputs (a joint dictionary)
+    shortlist_tag: str = ""  # "-sN" when the run's shortlist N is not its recipe's (mhe-s4096)
     run_name: str = ""  # names the run instead of the default below (a benchmark's arm)
+    log_format: str = "simple"
+    log_interval: int = 10
 
     @property
     def arm(self) -> str:
         """The run's name: the mode, and the fused kernel of a softmax that has one (softmax-liger),
-        or -tied / -eE for a tied mhe or one of label-embedding width E (mhe-tied, mhe-e64); run_name
-        where given."""
+        or -tied / -eE for a tied mhe or one of label-embedding width E (mhe-tied, mhe-e64), then
+        -sN for a shortlist other than the recipe's and -shareall for shared encoder and decoder
+        input embeddings; run_name where given."""
         if self.run_name:
             return self.run_name
         if self.mode == "softmax" and self.softmax_kernel != "eager":
-            return f"{self.mode}-{self.softmax_kernel}"
-        if self.mode != "mhe":
-            return self.mode
-        return "mhe" + ("-tied" if self.mhe_tied else "") + (f"-e{self.mhce_embed_dim}" if self.mhce_embed_dim else "")
-    log_format: str = "simple"
-    log_interval: int = 10
+            base = f"{self.mode}-{self.softmax_kernel}"
+        elif self.mode != "mhe":
+            base = self.mode
+        else:
+            base = "mhe" + ("-tied" if self.mhe_tied else "") + (f"-e{self.mhce_embed_dim}" if self.mhce_embed_dim else "")
+        return base + self.shortlist_tag + ("-shareall" if self.share_all else "")
 
 
 def mhce_arch(base_arch: str) -> str:
@@ -84,12 +89,12 @@ def adaptive_cutoffs(vocab_size: int) -> str:
 
 def preprocess_command(
     src: str, tgt: str, text_prefix: Path, dest: Path, joined: bool, workers: int,
-    nwords: int | None = None,
+    nwords: int | None = None, dictionary: Path | None = None,
 ) -> list[str]:
     """``fairseq-preprocess`` over ``{train,valid,test}.{src,tgt}`` under ``text_prefix``.
 
     ``nwords`` caps each dictionary (used by the word-level vocabulary); with ``joined`` the
-    two languages share one dictionary.
+    two languages share one dictionary, read from ``dictionary`` when given.
     """
     cmd = [
         "fairseq-preprocess", "--source-lang", src, "--target-lang", tgt,
@@ -98,6 +103,8 @@ def preprocess_command(
     ]
     if joined:
         cmd.append("--joined-dictionary")
+    if dictionary:
+        cmd += ["--srcdict", str(dictionary)]
     if nwords:
         cmd += ["--nwordssrc", str(nwords), "--nwordstgt", str(nwords)]
     return cmd
@@ -139,6 +146,8 @@ def train_command(bin_dir: Path, save_dir: Path, settings: TrainSettings, tgt_vo
         cmd.append("--mhe-tie-label-embeddings")
     if mode == "mhe" and settings.mhce_embed_dim:
         cmd += ["--mhce-embed-dim", str(settings.mhce_embed_dim)]
+    if settings.share_all:
+        cmd.append("--share-all-embeddings")
     cmd += ["--max-tokens", str(settings.max_tokens), "--seed", str(settings.seed)]
     if settings.max_update:
         cmd += ["--max-update", str(settings.max_update)]

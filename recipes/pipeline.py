@@ -80,12 +80,14 @@ class Recipe:
     dropout: float | None = None  # None: the value in model_args
     mhce_shortlist: int = 0  # mhe/mhp: the most frequent ids scored directly (0 = none)
     mhe_tied: bool = False  # mhe: tie every output row to the decoder input embeddings
+    share_all: bool = False  # one input embedding table for both languages (joint dictionary only)
     spm_samples: int = 0  # sampled segmentations of each training pair added to its best one
     spm_alpha: float = 0.1  # their sentencepiece sampling smoothness (lower: noisier)
     lenpen: float = 1.0  # beam search length penalty (fairseq's --lenpen: > 1 favours longer output)
     average_last: int = 0  # decode the mean of the last N checkpoints (0 or 1: checkpoint_best)
     average_interval: int = 200  # updates between the averaged checkpoints
     autocast_bf16: bool = False  # train under torch.autocast(bfloat16) (the plugin task's --autocast-bf16)
+    tail_order: str = "frequency"  # mhe/mhp tail ids: fairseq's frequency order, or "context" (recipes/tail_order.py)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class Config:
     average_last: int = 0
     spm_samples: int = 0
     spm_alpha: float = 0.1
+    tail_order: str = "frequency"
+    shortlist: int = 0
     force: bool = False
     dry_run: bool = False
 
@@ -131,12 +135,21 @@ class Config:
         return self.work_dir / f"seg-{self.vocab_tag}"
 
     @property
-    def bin(self) -> Path:
+    def order_tag(self) -> str:
+        """``-ctxN`` when the dictionary past the N shortlisted ids is in context order."""
+        return f"-ctx{self.shortlist}" if self.tail_order == "context" else ""
+
+    @property
+    def frequency_bin(self) -> Path:
         return self.work_dir / f"bin-{self.vocab_tag}"
 
     @property
+    def bin(self) -> Path:
+        return self.work_dir / f"bin-{self.vocab_tag}{self.order_tag}"
+
+    @property
     def run_dir(self) -> Path:
-        return self.work_dir / "runs" / f"{self.vocab_tag}-{self.train.arm}"
+        return self.work_dir / "runs" / f"{self.vocab_tag}{self.order_tag}-{self.train.arm}"
 
     @property
     def checkpoints(self) -> Path:
@@ -284,16 +297,46 @@ def stage_spm(cfg: Config) -> None:
 
 
 def stage_binarize(cfg: Config) -> None:
-    """``fairseq-preprocess`` the segmented text (joined dictionary when the vocab is joint)."""
-    outputs = [cfg.bin / f"dict.{lang}.txt" for lang in cfg.langs]
-    outputs += [cfg.bin / f"{s}.{cfg.src}-{cfg.tgt}.{lang}.bin" for s in SPLITS for lang in cfg.langs]
-    if done("binarize", cfg, outputs, [cfg.seg / f"{s}.{lang}" for s in SPLITS for lang in cfg.langs]):
+    """``fairseq-preprocess`` the segmented text (joined dictionary when the vocab is joint).
+    With ``--tail-order context``, binarise again with the frequency dictionary's tail
+    regrouped by context (:mod:`recipes.tail_order`)."""
+    binarize_into(cfg, cfg.frequency_bin)
+    if cfg.tail_order == "context":
+        binarize_into(cfg, cfg.bin, ordered_dictionary=context_dictionary(cfg))
+
+
+def binarize_into(cfg: Config, bin_dir: Path, ordered_dictionary: Path | None = None) -> None:
+    """One ``fairseq-preprocess`` into ``bin_dir``: fairseq builds the dictionaries, or reads
+    ``ordered_dictionary`` for both languages (the joint vocabulary)."""
+    outputs = [bin_dir / f"dict.{lang}.txt" for lang in cfg.langs]
+    outputs += [bin_dir / f"{s}.{cfg.src}-{cfg.tgt}.{lang}.bin" for s in SPLITS for lang in cfg.langs]
+    inputs = [cfg.seg / f"{s}.{lang}" for s in SPLITS for lang in cfg.langs]
+    if done("binarize", cfg, outputs, inputs + ([ordered_dictionary] if ordered_dictionary else [])):
         return
-    cmd = preprocess_command(cfg.src, cfg.tgt, cfg.seg, cfg.bin, cfg.joint, cfg.workers,
-                             nwords=cfg.vocab_size if cfg.word_level else None)
+    cmd = preprocess_command(cfg.src, cfg.tgt, cfg.seg, bin_dir, cfg.joint, cfg.workers,
+                             nwords=cfg.vocab_size if cfg.word_level else None, dictionary=ordered_dictionary)
     if not cfg.dry_run:
-        shutil.rmtree(cfg.bin, ignore_errors=True)  # fairseq-preprocess refuses existing dictionaries
+        shutil.rmtree(bin_dir, ignore_errors=True)  # fairseq-preprocess refuses existing dictionaries
     run(cmd, cfg.dry_run)
+
+
+def context_dictionary(cfg: Config) -> Path:
+    """``WORK/seg-<vocab>/dict.ctxN.txt``: the frequency dictionary with its tail past the N
+    shortlisted ids regrouped by context into the codec's level-1 groups."""
+    from mhce_nmt.codec import ShortlistCodec
+    from recipes.tail_order import context_ordered_dictionary
+
+    output = cfg.seg / f"dict{cfg.order_tag.replace('-', '.')}.txt"
+    source = cfg.frequency_bin / f"dict.{cfg.tgt}.txt"
+    if cfg.dry_run or done("binarize", cfg, [output], [source]):
+        return output
+    group_size = ShortlistCodec.build(dictionary_size(source), cfg.shortlist).tail.strides[0]
+    say("binarize", f"regroup the {dictionary_size(source) - cfg.shortlist} tail ids past the shortlist by "
+        f"context, {group_size} to a level-1 group -> {output}")
+    groups = context_ordered_dictionary(source, cfg.seg / f"train.{cfg.tgt}", cfg.seg / f"train.{cfg.src}",
+                                        cfg.shortlist, group_size, output)
+    say("binarize", "first groups: " + " | ".join(" ".join(g[:6]) for g in groups[:3]))
+    return output
 
 
 def target_vocab_size(cfg: Config) -> int:
@@ -587,6 +630,14 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--mhce-embed-dim", type=int, default=0, metavar="E",
                         help="mhe: label-embedding width E of the levels after the first (default: the "
                              "decoder's; the run directory is <vocab>-mhe-eE)")
+    parser.add_argument("--tail-order", choices=("frequency", "context"), default=recipe.tail_order,
+                        help="mhe/mhp: the order of the target ids past the shortlist, which the codec cuts into "
+                             "level-1 groups: fairseq's frequency order, or grouped by context "
+                             "(run directory <vocab>-ctxN-<mode>; default %(default)s)")
+    parser.add_argument("--share-all-embeddings", action=argparse.BooleanOptionalAction, default=recipe.share_all,
+                        help="one embedding table for the encoder and decoder inputs, over the joint "
+                             "dictionary (fairseq's option; default %(default)s; the run directory gets "
+                             "-shareall)")
     parser.add_argument("--spm-samples", type=int, default=recipe.spm_samples, metavar="K",
                         help="subword regularization: add K sampled sentencepiece segmentations of every "
                              "training pair to its best one (valid and test keep the best; default %(default)s)")
@@ -641,12 +692,25 @@ def schedule_overrides(args: argparse.Namespace) -> tuple[str, ...]:
     return options
 
 
-def shortlist_args(args: argparse.Namespace, recipe: Recipe) -> tuple[str, ...]:
-    """``--mhce-shortlist N`` for mhe/mhp (the recipe's N unless given); refused for other modes."""
+def shortlist_size(args: argparse.Namespace, recipe: Recipe) -> int:
+    """The run's shortlist N for mhe/mhp (the recipe's unless given; 0 for other modes, where
+    --mhce-shortlist is refused)."""
     if args.mhce_shortlist and args.mode not in COARSE_TO_FINE_MODES:
         sys.exit(f"error: --mhce-shortlist applies to --mode mhe or mhp, not {args.mode}; drop the option")
     size = recipe.mhce_shortlist if args.mhce_shortlist is None else args.mhce_shortlist
-    return ("--mhce-shortlist", str(size)) if size and args.mode in COARSE_TO_FINE_MODES else ()
+    return size if args.mode in COARSE_TO_FINE_MODES else 0
+
+
+def shortlist_args(args: argparse.Namespace, recipe: Recipe) -> tuple[str, ...]:
+    """``--mhce-shortlist N`` for mhe/mhp with a shortlist; nothing otherwise."""
+    size = shortlist_size(args, recipe)
+    return ("--mhce-shortlist", str(size)) if size else ()
+
+
+def shortlist_tag(args: argparse.Namespace, recipe: Recipe) -> str:
+    """``-sN`` for a run whose --mhce-shortlist N is not the recipe's, so it gets its own directory."""
+    given = args.mhce_shortlist is not None and args.mhce_shortlist != recipe.mhce_shortlist
+    return f"-s{args.mhce_shortlist}" if given and args.mode in COARSE_TO_FINE_MODES else ""
 
 
 def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
@@ -669,6 +733,13 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
     if args.mhe_tie_label_embeddings and args.mode != "mhe":
         sys.exit(f"error: --mhe-tie-label-embeddings applies to --mode mhe, not {args.mode}; drop the option")
     mhe_tied = recipe.mhe_tied if args.mhe_tie_label_embeddings is None else args.mhe_tie_label_embeddings
+    if args.share_all_embeddings and args.separate_vocab:
+        sys.exit("error: --share-all-embeddings needs one joint dictionary; drop --separate-vocab or give "
+                 "--no-share-all-embeddings")
+    if args.tail_order == "context" and (args.mode not in COARSE_TO_FINE_MODES or args.separate_vocab
+                                         or args.word_level or shortlist_size(args, recipe) < 4):
+        sys.exit("error: --tail-order context regroups a joint sentencepiece dictionary past the shortlist: it "
+                 "needs --mode mhe or mhp with --mhce-shortlist N >= 4, no --separate-vocab, no --word-level")
     if args.softmax_kernel != "eager" and args.mode != "softmax":
         sys.exit(f"error: --softmax-kernel applies to --mode softmax, not {args.mode}; drop the option")
     if args.fp16 and args.autocast_bf16:
@@ -685,6 +756,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         stop_time_hours=args.train_minutes / 60 if args.train_minutes else None, seed=args.seed,
         cpu=not gpu, fp16=args.fp16 and gpu, autocast_bf16=args.autocast_bf16, softmax_kernel=args.softmax_kernel,
         mhe_tied=mhe_tied and args.mode == "mhe", mhce_embed_dim=args.mhce_embed_dim,
+        share_all=args.share_all_embeddings, shortlist_tag=shortlist_tag(args, recipe),
         log_format=args.log_format or ("tqdm" if sys.stderr.isatty() else "simple"),
     )
     return Config(
@@ -692,7 +764,9 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         word_level=args.word_level, joint=not args.separate_vocab, train=settings,
         workers=args.workers, beam=args.beam, batch_size=args.batch_size,
         topk_groups=args.topk_groups, lenpen=args.lenpen, average_last=args.average_last,
-        spm_samples=args.spm_samples, spm_alpha=args.spm_alpha, force=args.force,
+        spm_samples=args.spm_samples, spm_alpha=args.spm_alpha, tail_order=args.tail_order,
+        shortlist=shortlist_size(args, recipe),
+        force=args.force,
         dry_run=args.dry_run,
     )
 

@@ -20,7 +20,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -70,9 +70,10 @@ def finish(sums: Dict[str, float], inside_log_probs: Tensor) -> Dict[str, float]
     return stats
 
 
-def checkpoint_statistics(data: Path, checkpoint: Path, subset: str, max_tokens: int,
-                          beam: int = 5) -> Dict[str, float]:
-    """Teacher-forced statistics of one checkpoint on `subset` of the binarised `data`."""
+def teacher_forced_batches(data: Path, checkpoint: Path, subset: str,
+                           max_tokens: int) -> Iterator[Tuple[Tensor, Tensor, Any]]:
+    """(lprobs (B, T, V), target (B, T), target dictionary) per batch of `subset`, the model
+    reading the reference prefix (no gradients)."""
     from fairseq import checkpoint_utils, utils
 
     utils.import_user_module(argparse.Namespace(user_dir=str(USER_DIR)))
@@ -82,19 +83,41 @@ def checkpoint_statistics(data: Path, checkpoint: Path, subset: str, max_tokens:
     task.load_dataset(subset)
     batches = task.get_batch_iterator(dataset=task.dataset(subset), max_tokens=max_tokens,
                                       ignore_invalid_inputs=True).next_epoch_itr(shuffle=False)
-    eos, pad = task.target_dictionary.eos(), task.target_dictionary.pad()
-    total: Dict[str, float] = {}
-    inside: List[Tensor] = []
     with torch.no_grad():
         for sample in batches:
             net_output = model(**sample["net_input"])
-            lprobs = model.get_normalized_probs(net_output, log_probs=True)  # (B, T, V)
-            for key, value in eos_sums(lprobs, sample["target"], eos, pad, beam).items():
-                total[key] = total.get(key, 0.0) + value
-            inside.append(eos_log_probs_inside(lprobs, sample["target"], eos, pad))
+            yield model.get_normalized_probs(net_output, log_probs=True), sample["target"], task.target_dictionary
+
+
+def checkpoint_statistics(data: Path, checkpoint: Path, subset: str, max_tokens: int,
+                          beam: int = 5) -> Dict[str, float]:
+    """Teacher-forced statistics of one checkpoint on `subset` of the binarised `data`."""
+    total: Dict[str, float] = {}
+    inside: List[Tensor] = []
+    for lprobs, target, dictionary in teacher_forced_batches(data, checkpoint, subset, max_tokens):
+        eos, pad = dictionary.eos(), dictionary.pad()
+        for key, value in eos_sums(lprobs, target, eos, pad, beam).items():
+            total[key] = total.get(key, 0.0) + value
+        inside.append(eos_log_probs_inside(lprobs, target, eos, pad))
     if not total:
         raise SystemExit(f"no {subset!r} sentences in {data}")
     return finish(total, torch.cat(inside))
+
+
+def each_checkpoint(checkpoints: List[Path], measure: Callable[[Path], Dict[str, float]], fields: Dict[str, object],
+                    row: Callable[[str, Dict[str, float]], str], json_path: Optional[Path]) -> List[Dict[str, object]]:
+    """measure(ckpt) for every checkpoint: a printed row each (named by its last three path parts)
+    and a record {checkpoint, **fields, **stats}; the records also go to json_path."""
+    records = []
+    for ckpt in checkpoints:
+        if not ckpt.is_file():
+            raise SystemExit(f"no checkpoint at {ckpt}")
+        stats = measure(ckpt)
+        records.append({"checkpoint": str(ckpt), **fields, **stats})
+        print(row("/".join(ckpt.resolve().parts[-3:]), stats), flush=True)  # e.g. spm16000-mhe/checkpoints/x.pt
+    if json_path:
+        json_path.write_text(json.dumps(records, indent=2) + "\n")
+    return records
 
 
 def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
@@ -108,22 +131,17 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     args = parser.parse_args(argv)
     if args.max_tokens < 1 or args.beam < 1:
         parser.error(f"--max-tokens and --beam must be >= 1, got {args.max_tokens} and {args.beam}")
-    records = []
     print(f"{'checkpoint':60s} {'p_eos_inside':>12s} {'eos_beats_ref':>13s} {'eos_in_beam':>11s} "
           f"{'log10 p q10/q50':>15s} {'p_eos_final':>11s} {'ref_nll':>8s}")
-    for ckpt in args.checkpoints:
-        if not ckpt.is_file():
-            raise SystemExit(f"no checkpoint at {ckpt}")
-        stats = checkpoint_statistics(args.data, ckpt, args.subset, args.max_tokens, args.beam)
-        records.append({"checkpoint": str(ckpt), "subset": args.subset, "beam": args.beam, **stats})
-        name = "/".join(ckpt.resolve().parts[-3:])  # e.g. spm32000-mhe/checkpoints/checkpoint_last.pt
+
+    def row(name: str, stats: Dict[str, float]) -> str:
         quantiles = f"{stats['log10_p_eos_inside_q10']:.2f}/{stats['log10_p_eos_inside_q50']:.2f}"
-        print(f"{name[-60:]:60s} {stats['p_eos_inside']:12.5f} {stats['eos_beats_ref']:13.4f} "
-              f"{stats['eos_in_beam']:11.4f} {quantiles:>15s} {stats['p_eos_final']:11.4f} "
-              f"{stats['ref_nll']:8.3f}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(records, indent=2) + "\n")
-    return records
+        return (f"{name[-60:]:60s} {stats['p_eos_inside']:12.5f} {stats['eos_beats_ref']:13.4f} "
+                f"{stats['eos_in_beam']:11.4f} {quantiles:>15s} {stats['p_eos_final']:11.4f} {stats['ref_nll']:8.3f}")
+
+    return each_checkpoint(
+        args.checkpoints, lambda ckpt: checkpoint_statistics(args.data, ckpt, args.subset, args.max_tokens, args.beam),
+        {"subset": args.subset, "beam": args.beam}, row, args.json)
 
 
 if __name__ == "__main__":

@@ -841,7 +841,8 @@ def test_mhe_tied_label_embeddings(cname, e):
     m = MHEOutput(codec, D, embed_dim=e, tied_label_weight=w)
     assert m.embeddings[-1] is w
     assert any(p is w for p in m.parameters())
-    assert isinstance(m.projections[-1], nn.Linear)  # tied: always a projection
+    # e = d: the identity (x . W[v], fairseq's tied softmax); e != d: Linear(d, e)
+    assert isinstance(m.projections[-1], nn.Linear if e else nn.Identity)
     m2 = build_output_layer("mhe", codec, D, embed_dim=e, tied_weight=w)
     assert m2.embeddings[-1] is w
     x, y = inputs(5, codec.vocab_size)

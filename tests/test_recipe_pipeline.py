@@ -336,3 +336,35 @@ def test_mhce_embed_dim_option(tmp_path: Path) -> None:
     for argv in (["--mode", "mhp", "--mhce-embed-dim", "64"], ["--mode", "mhe", "--mhce-embed-dim", "-1"]):
         with pytest.raises(SystemExit, match="--mhce-embed-dim applies to --mode mhe with E >= 1"):
             recipe_config(recipe, argv)
+
+
+def test_share_all_embeddings_option(tmp_path: Path) -> None:
+    """--share-all-embeddings reaches fairseq-train for every mode and names the run -shareall;
+    with --separate-vocab (two dictionaries) it is refused."""
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
+    for mode, name in (("mhe", "spm16000-mhe-shareall"), ("softmax", "spm16000-softmax-shareall"),
+                       ("mhp", "spm16000-mhp-shareall")):
+        cfg = recipe_config(recipe, ["--mode", mode, "--share-all-embeddings"])
+        assert "--share-all-embeddings" in train_command(cfg.bin, cfg.checkpoints, cfg.train, 16000)
+        assert cfg.run_dir.name == name
+    plain = recipe_config(recipe, ["--mode", "mhe"])
+    assert "--share-all-embeddings" not in train_command(plain.bin, plain.checkpoints, plain.train, 16000)
+    assert plain.run_dir.name == "spm16000-mhe"
+    shared_recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, share_all=True)
+    assert recipe_config(shared_recipe, ["--mode", "mhe", "--no-share-all-embeddings"]).train.arm == "mhe"
+    with pytest.raises(SystemExit, match="--share-all-embeddings needs one joint dictionary"):
+        recipe_config(recipe, ["--share-all-embeddings", "--separate-vocab"])
+
+
+def test_a_shortlist_other_than_the_recipes_gets_its_own_run_directory(tmp_path: Path) -> None:
+    """--mhce-shortlist N other than the recipe's names the run -sN (so it never reuses the default
+    run's checkpoints); the recipe's own N, or a mode without a shortlist, adds nothing."""
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
+    big = recipe_config(recipe, ["--mode", "mhe", "--mhce-shortlist", "4096"])
+    assert big.run_dir.name == "spm16000-mhe-s4096"
+    assert last_value(train_command(big.bin, big.checkpoints, big.train, 16000), "--mhce-shortlist") == "4096"
+    assert recipe_config(recipe, ["--mode", "mhp", "--mhce-shortlist", "0"]).run_dir.name == "spm16000-mhp-s0"
+    assert recipe_config(recipe, ["--mode", "mhe", "--mhce-shortlist", "1024"]).run_dir.name == "spm16000-mhe"
+    assert recipe_config(recipe, ["--mode", "softmax"]).run_dir.name == "spm16000-softmax"
+    both = recipe_config(recipe, ["--mode", "mhe", "--mhce-shortlist", "2048", "--share-all-embeddings"])
+    assert both.run_dir.name == "spm16000-mhe-s2048-shareall"

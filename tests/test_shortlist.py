@@ -45,7 +45,9 @@ def ref_short_logits(m, x64):
     if hasattr(m, "short"):
         return linear64(x64, m.short)
     w = m.tail.embeddings[-1].double()
-    return linear64(x64, m.tail.projections[-1]) @ w[:m.codec.shortlist].t() + m.short_bias.double()
+    proj = m.tail.projections[-1]
+    z = x64 if isinstance(proj, nn.Identity) else linear64(x64, proj)
+    return z @ w[:m.codec.shortlist].t() + m.short_bias.double()
 
 
 def ref_shortlist(m, x, temperature=1.0):
@@ -195,3 +197,16 @@ def test_tied_shortlist_rows_are_the_decoder_embeddings():
     got = w.grad.abs().sum(-1) > 0
     k2 = m.tail.codec.head_sizes[1]
     assert got[:n_short].all() and got[n_short:n_short + k2].all() and not got[n_short + k2:].any()
+
+
+@pytest.mark.parametrize("embed_dim", [None, 4])
+def test_tied_rows_meet_the_features_directly_when_dims_match(embed_dim):
+    """Tied with e = d every score is <x, W[v]> (+ bias), as in fairseq's tied softmax; with
+    e != d the features are projected first. Both stay exact against brute force."""
+    m = make_shortlist("mhe-tied", "h2_waste", 4, embed_dim=embed_dim).eval()
+    assert isinstance(m.tail.projections[-1], nn.Linear if embed_dim else nn.Identity)
+    x, _ = inputs(6, m.codec.vocab_size, seed=5)
+    torch.testing.assert_close(m.log_probs(x).double(), ref_shortlist(m, x), atol=1e-5, rtol=1e-5)
+    if embed_dim is None:  # no projection: the shortlist's scores are x . W[s] + c_s
+        w = m.tail.embeddings[-1].double()[:m.codec.shortlist]
+        torch.testing.assert_close(m.short_logits(x).double(), x.double() @ w.t() + m.short_bias.double())

@@ -38,9 +38,9 @@ class _CascadeState:
 class MHEOutput(CascadeOutput):
     """Heads in series; training touches only the target's own prefixes (cost ~ sum K, not V).
 
-    The state projection P_h is Linear(d, e) when e != d or the last level is tied to the input
-    embeddings; with e = d and free embeddings it is the identity, since a linear P_h would be
-    absorbed by E_h (x . P^T E = x . (P E)).
+    The state projection P_h is Linear(d, e) when e != d and the identity when e = d: with free
+    embeddings a linear P_h would be absorbed by E_h (x . P^T E = x . (P E)), and tied it scores
+    x . W[v] like fairseq's tied softmax (a random P_h there slowed learning: README, issue 12).
 
     Tied, the last level's rows are the decoder input embeddings W (V_dict, e): leaf id t is row
     tied_row_offset + t, so a shortlist's tail (ids past N_s) ties with offset N_s and the first
@@ -72,7 +72,7 @@ class MHEOutput(CascadeOutput):
         for level in range(2, codec.num_heads + 1):
             rows = codec.num_prefixes[level - 1]
             tied = tied_label_weight is not None and level == codec.num_heads
-            if embed_dim != input_dim or tied:
+            if embed_dim != input_dim:
                 projections.append(nn.Linear(input_dim, embed_dim))
             else:
                 projections.append(nn.Identity())

@@ -11,7 +11,7 @@ smoothing is sum_s g[s] + (V - N_s) g[N_s] + sum_t log p_tail(t), the last from 
 
 Tied (an MHE tail tied with row offset N_s), every id's output row is its decoder input
 embedding W[v], as in fairseq's tied softmax: a = W[:N_s] P x + c, with P the tail's last-level
-projection, and tail leaf t scores W[N_s + t] P x + b_t within its group.
+projection (the identity when e = d), and tail leaf t scores W[N_s + t] P x + b_t within its group.
 """
 from __future__ import annotations
 

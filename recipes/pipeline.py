@@ -8,7 +8,9 @@ without running). Layout under the work directory::
     data/                 plain text from the recipe's data stage (references stay untouched)
     seg-<vocab>/          segmenter model(s) and segmented text; <vocab> e.g. spm16000, word32000
     bin-<vocab>/          fairseq-preprocess output
+    bin-<vocab>-ctxN/     the same with the dictionary's tail past N ids grouped by context
     runs/<vocab>-<mode>/  checkpoints/, gen/, train.json, gen.json, score.json, summary.json
+                          (runs/<vocab>-ctxN-<mode>/ with --tail-order context)
 
 Standalone use on any prepared work directory (a small CPU transformer)::
 
@@ -328,11 +330,15 @@ def context_dictionary(cfg: Config) -> Path:
 
     output = cfg.seg / f"dict{cfg.order_tag.replace('-', '.')}.txt"
     source = cfg.frequency_bin / f"dict.{cfg.tgt}.txt"
-    if cfg.dry_run or done("binarize", cfg, [output], [source]):
+    if cfg.dry_run:
+        say("binarize", f"regroup {source}'s ids past the first {cfg.shortlist} by context -> {output}")
         return output
-    group_size = ShortlistCodec.build(dictionary_size(source), cfg.shortlist).tail.strides[0]
-    say("binarize", f"regroup the {dictionary_size(source) - cfg.shortlist} tail ids past the shortlist by "
-        f"context, {group_size} to a level-1 group -> {output}")
+    if done("binarize", cfg, [output], [source]):
+        return output
+    vocab_size = dictionary_size(source)
+    group_size = ShortlistCodec.build(vocab_size, cfg.shortlist).tail.strides[0]  # the model's default heads
+    say("binarize", f"regroup the {vocab_size - cfg.shortlist} tail ids past the shortlist by context, "
+        f"{group_size} to a level-1 group -> {output}")
     groups = context_ordered_dictionary(source, cfg.seg / f"train.{cfg.tgt}", cfg.seg / f"train.{cfg.src}",
                                         cfg.shortlist, group_size, output)
     say("binarize", "first groups: " + " | ".join(" ".join(g[:6]) for g in groups[:3]))
@@ -539,7 +545,7 @@ def stage_summary(cfg: Config) -> None:
         return
     summary: dict[str, object] = {
         "pair": f"{cfg.src}-{cfg.tgt}", "mode": cfg.train.mode, "arm": cfg.train.arm, "vocab": cfg.vocab_tag,
-        "autocast_bf16": cfg.train.autocast_bf16, "data_pairs": {s: len(read_lines(cfg.data / f"{s}.{cfg.src}")) for s in SPLITS},
+        "autocast_bf16": cfg.train.autocast_bf16, "tail_order": cfg.tail_order, "data_pairs": {s: len(read_lines(cfg.data / f"{s}.{cfg.src}")) for s in SPLITS},
         "dictionary": {lang: dictionary_size(cfg.bin / f"dict.{lang}.txt") for lang in cfg.langs},
     }
     train = load_json(cfg.run_dir / "train.json")
@@ -562,7 +568,8 @@ def stage_summary(cfg: Config) -> None:
 
 
 def output_layer_description(cfg: Config) -> str:
-    """e.g. 'mhe (heads 127x126)', 'mhe (shortlist 1024 + heads 123x122, tied)', 'softmax'."""
+    """e.g. 'mhe (heads 127x126)', 'mhe (shortlist 1024 + heads 123x122, tied)',
+    'mhe (shortlist 1024 + heads 123x122, tail grouped by context)', 'softmax'."""
     if cfg.train.mode not in FACTORED_MODES or not checkpoint_path(cfg).exists():
         return cfg.train.mode
     import torch
@@ -571,7 +578,8 @@ def output_layer_description(cfg: Config) -> str:
     heads = str(getattr(model_cfg, "mhce_heads", "")).replace(",", "x")
     shortlist = getattr(model_cfg, "mhce_shortlist", 0) or 0
     tied = ", tied" if getattr(model_cfg, "mhe_tie_label_embeddings", False) else ""
-    return f"{cfg.train.mode} ({f'shortlist {shortlist} + ' if shortlist else ''}heads {heads}{tied})"
+    order = ", tail grouped by context" if cfg.tail_order == "context" else ""
+    return f"{cfg.train.mode} ({f'shortlist {shortlist} + ' if shortlist else ''}heads {heads}{tied}{order})"
 
 
 def closing_report(cfg: Config, summary: dict[str, object]) -> str:
@@ -737,9 +745,11 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         sys.exit("error: --share-all-embeddings needs one joint dictionary; drop --separate-vocab or give "
                  "--no-share-all-embeddings")
     if args.tail_order == "context" and (args.mode not in COARSE_TO_FINE_MODES or args.separate_vocab
-                                         or args.word_level or shortlist_size(args, recipe) < 4):
-        sys.exit("error: --tail-order context regroups a joint sentencepiece dictionary past the shortlist: it "
-                 "needs --mode mhe or mhp with --mhce-shortlist N >= 4, no --separate-vocab, no --word-level")
+                                         or args.word_level or shortlist_size(args, recipe) < 4
+                                         or {"--mhce-heads", "--mhce-num-heads"} & set(recipe.model_args)):
+        sys.exit("error: --tail-order context regroups a joint sentencepiece dictionary past the shortlist into "
+                 "the default heads' groups: it needs --mode mhe or mhp with --mhce-shortlist N >= 4, no "
+                 "--separate-vocab, no --word-level, and no --mhce-heads/--mhce-num-heads in the model arguments")
     if args.softmax_kernel != "eager" and args.mode != "softmax":
         sys.exit(f"error: --softmax-kernel applies to --mode softmax, not {args.mode}; drop the option")
     if args.fp16 and args.autocast_bf16:

@@ -379,6 +379,7 @@ def recipe_record(summary: Dict[str, object], settings: str) -> Dict[str, object
     """One recipe run's summary.json -> a record of this benchmark (one point: its last update)."""
     arm = summary.get("arm", summary["mode"])  # softmax-liger: a fused kernel; mhe-tied: tied output rows
     parts = ["shortlist"] if "shortlist" in str(summary.get("output", "")) else []
+    parts += ["ctx"] if summary.get("tail_order") == "context" else []  # tail grouped by context
     suffix = arm.partition("-")[2]
     variant = "+".join(parts + ([suffix] if suffix else []))
     keys = ("bleu", "chrf", "bp", "hyp_ref_ratio", "valid_ppl", "train_words_per_s", "decode_sentences_per_s",

@@ -155,7 +155,7 @@ def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Pat
     """A recipe run's summary.json (fields as recipes/pipeline.py writes them) -> one record per
     run; the same arm at two length penalties stays two curves."""
     def summary(mode, output, bleu, lenpen, arm=None):
-        return {"pair": "de-en", "mode": mode, "arm": arm or mode, "vocab": "spm16000", "data_pairs": {"train": 9, "valid": 3, "test": 2000},
+        return {"tail_order": "context" if "context" in output else "frequency","pair": "de-en", "mode": mode, "arm": arm or mode, "vocab": "spm16000", "data_pairs": {"train": 9, "valid": 3, "test": 2000},
                 "dictionary": {"de": 16000, "en": 16000}, "num_updates": 2000, "train_words_per_s": 1500.0,
                 "valid_ppl": 13.1, "decode_sentences_per_s": 40.0, "decode_tokens_per_s": 800.0, "beam": 5,
                 "lenpen": lenpen, "bleu": bleu, "bleu_signature": "nrefs:1|tok:13a", "bleu_detail": "BLEU = ...",
@@ -164,7 +164,8 @@ def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Pat
     for i, (mode, output, bleu, lenpen) in enumerate((
             ("softmax", "softmax", 28.0, 1.0), ("mhe", "mhe (shortlist 1024 + heads 123x122)", 27.8, 1.0),
             ("mhe", "mhe (shortlist 1024 + heads 123x122)", 28.5, 2.0),
-            ("mhe-tied", "mhe (shortlist 1024 + heads 123x122, tied)", 28.6, 1.0))):
+            ("mhe-tied", "mhe (shortlist 1024 + heads 123x122, tied)", 28.6, 1.0),
+            ("mhe", "mhe (shortlist 1024 + heads 123x122, tail grouped by context)", 28.9, 2.0))):
         files.append(tmp_path / f"s{i}.json")
         files[-1].write_text(json.dumps(summary(mode.split("-")[0], output, bleu, lenpen, arm=mode)))
     out = tmp_path / "demo.json"
@@ -173,7 +174,8 @@ def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Pat
             for r in records] == [("softmax", "", 2000, 28.0, 1.0, 16000, "demo-fp32"),
                                   ("mhe", "shortlist", 2000, 27.8, 1.0, 16000, "demo-fp32"),
                                   ("mhe", "shortlist", 2000, 28.5, 2.0, 16000, "demo-fp32"),
-                                  ("mhe", "shortlist+tied", 2000, 28.6, 1.0, 16000, "demo-fp32")]
+                                  ("mhe", "shortlist+tied", 2000, 28.6, 1.0, 16000, "demo-fp32"),
+                                  ("mhe", "shortlist+ctx", 2000, 28.9, 2.0, 16000, "demo-fp32")]
     table = out.with_suffix(".md").read_text()
     assert "| mhe/shortlist lenpen 2 |" in table and "| mhe/shortlist |" in table
     assert out.with_suffix(".png").exists()

@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recipes import pipeline  # noqa: E402
-from recipes.tail_order import balanced_bisection, context_ordered_dictionary, read_dictionary  # noqa: E402
+from recipes.tail_order import (  # noqa: E402
+    balanced_bisection, context_counts, context_ordered_dictionary, context_vectors, read_dictionary,
+)
 from tests.test_recipe_pipeline import recipe_config, write_data  # noqa: E402
 
 
@@ -63,8 +65,34 @@ def test_tokens_used_alike_share_a_group_and_the_shortlist_keeps_its_ids(tmp_pat
     ordered = read_dictionary(output)
     assert [t for t, _ in ordered[:4]] == frequency_order[:4]  # ids 4-7: shortlisted, unchanged
     assert sorted(ordered) == sorted(read_dictionary(dictionary))  # a permutation, counts kept
-    # in frequency order each block of 4 mixes the classes
-    assert {frozenset(frequency_order[4:8]), frozenset(frequency_order[8:])} != {frozenset(colours), frozenset(animals)}
+
+
+def test_tokens_never_in_the_target_text_get_zero_vectors_and_a_group_of_their_own(tmp_path: Path) -> None:
+    """Source-only pieces and padding entries have no context: zero vectors, which tie in every
+    split, so they end up together (here 8 live tokens and 4 dead ones in groups of 4)."""
+    tgt, src, colours, animals = alike_corpus()
+    dead = ["Auto", "rennt", "madeupword0000", "ein"]
+    order = ["the", "a", "car", "runs", "red", "Auto", "dog", "rennt", "blue", "cat", "madeupword0000", "green",
+             "cow", "pink", "pig", "ein"]
+    dictionary = tmp_path / "dict.txt"
+    dictionary.write_text("".join(f"{t} {100 - i}\n" for i, t in enumerate(order)), encoding="utf-8")
+    (tmp_path / "train.en").write_text("\n".join(tgt) + "\n", encoding="utf-8")
+    (tmp_path / "train.de").write_text("\n".join(src) + "\n", encoding="utf-8")
+    counts = context_counts([line.split() for line in tgt], [line.split() for line in src],
+                            {t: row for row, t in enumerate(order[4:])}, num_contexts=100)
+    vectors = context_vectors(counts)
+    dead_rows = [order[4:].index(t) for t in dead]
+    assert np.all(vectors[dead_rows] == 0)
+    assert np.allclose(np.linalg.norm(np.delete(vectors, dead_rows, axis=0), axis=1), 1.0)
+    groups = context_ordered_dictionary(dictionary, tmp_path / "train.en", tmp_path / "train.de",
+                                        shortlist=8, group_size=4, output=tmp_path / "out.txt")
+    assert sorted(map(sorted, groups)) == sorted([sorted(colours), sorted(animals), sorted(dead)])
+
+
+def test_dictionary_lines_keep_their_flags(tmp_path: Path) -> None:
+    dictionary = tmp_path / "dict.txt"
+    dictionary.write_text("▁the 10\n<mask> 0 #fairseq:overwrite\n", encoding="utf-8")
+    assert read_dictionary(dictionary) == [("▁the", "10"), ("<mask>", "0 #fairseq:overwrite")]
 
 
 def test_a_shortlist_that_leaves_no_tail_is_refused(tmp_path: Path) -> None:
@@ -75,7 +103,7 @@ def test_a_shortlist_that_leaves_no_tail_is_refused(tmp_path: Path) -> None:
                                    output=tmp_path / "out.txt")
 
 
-def test_recipe_binarises_with_the_regrouped_dictionary(tmp_path: Path) -> None:
+def test_recipe_binarises_with_the_regrouped_dictionary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--tail-order context: bin-<vocab>-ctxN holds the same data under a dictionary that permutes
     the frequency dictionary's tail and keeps its first N ids; the run directory says so."""
     work = tmp_path / "work"
@@ -89,6 +117,12 @@ def test_recipe_binarises_with_the_regrouped_dictionary(tmp_path: Path) -> None:
     context = read_dictionary(cfg.bin / "dict.en.txt")
     assert read_dictionary(cfg.bin / "dict.de.txt") == context
     assert context[:12] == frequency[:12] and sorted(context) == sorted(frequency) and context != frequency
+    from mhce_nmt.model import codec_from_args
+
+    # the groups were cut to the codec the model builds from this dictionary and the recipe's options
+    train_args = __import__("argparse").Namespace(mhce_shortlist=16)
+    codec = codec_from_args(train_args, pipeline.dictionary_size(cfg.bin / "dict.en.txt"))
+    assert f" {codec.tail.strides[0]} to a level-1 group" in capsys.readouterr().out
     from fairseq.data import Dictionary, data_utils
 
     words = {}

@@ -68,6 +68,13 @@ def validate_args(args: Any) -> None:
     shortlist = getattr(args, "mhce_shortlist", 0) or 0
     if shortlist < 0:
         raise MHCEConfigError(f"--mhce-shortlist {shortlist} must be >= 0 (0 = no shortlist).")
+    if getattr(args, "mhce_tie_shortlist", False):
+        if not shortlist or mode not in ("mhp", "mhe"):
+            raise MHCEConfigError("--mhce-tie-shortlist ties the shortlist's rows: it needs --mhce-mode mhp or mhe "
+                                  "with --mhce-shortlist N > 0.")
+        if getattr(args, "mhe_tie_label_embeddings", False):
+            raise MHCEConfigError("--mhce-tie-shortlist with --mhe-tie-label-embeddings: the latter already ties "
+                                  "the shortlist's rows (and the tail's); drop one.")
     # shortlist with mhs: refused by build_output_layer
     note = untied_output_note(args, mode)
     if note:
@@ -117,6 +124,7 @@ class TransformerMHCEDecoder(TransformerDecoder):
             mode, codec, self.output_embed_dim,
             embed_dim=args.mhce_embed_dim or None,
             tied_weight=tied,
+            short_weight=embed_tokens.weight if args.mhce_tie_shortlist else None,
             mhs_groups=args.mhs_groups or None,
             mhs_logq_correction=args.mhs_logq_correction,
         )
@@ -153,6 +161,9 @@ class TransformerMHCEModel(TransformerModel):
         group.add_argument("--mhe-tie-label-embeddings", action="store_true",
                            help="mhe: tie the output rows to the decoder input embeddings: the last level's "
                                 "label embeddings, and with --mhce-shortlist the shortlist's rows too")
+        group.add_argument("--mhce-tie-shortlist", action="store_true",
+                           help="mhp/mhe with --mhce-shortlist: the shortlist's rows are the decoder input "
+                                "embeddings of its ids (as in fairseq's tied softmax); the tail stays untied")
         group.add_argument("--mhs-groups", type=int,
                            help="mhs: groups in each training softmax (default: 1/8 of the groups)")
         group.add_argument("--mhs-logq-correction", action="store_true",
@@ -224,6 +235,7 @@ def mhce_base_architecture(args):
     args.mhce_num_heads = getattr(args, "mhce_num_heads", None) or 2
     args.mhce_embed_dim = getattr(args, "mhce_embed_dim", None)
     args.mhe_tie_label_embeddings = getattr(args, "mhe_tie_label_embeddings", False)
+    args.mhce_tie_shortlist = getattr(args, "mhce_tie_shortlist", False)
     args.mhs_groups = getattr(args, "mhs_groups", None)
     args.mhs_logq_correction = getattr(args, "mhs_logq_correction", False)
     args.mhce_vocab_size = getattr(args, "mhce_vocab_size", None)

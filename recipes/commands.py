@@ -47,6 +47,7 @@ class TrainSettings:
     softmax_kernel: str = "eager"  # softmax only: fused_softmax.KERNELS; eager = fairseq's own criterion
     mhe_tied: bool = False  # mhe only: output rows tied to the decoder input embeddings
     mhce_embed_dim: int = 0  # mhe only: label-embedding width E (0: the decoder's)
+    tie_shortlist: bool = False  # mhe/mhp with a shortlist: its rows are the decoder input embeddings
     share_all: bool = False  # one embedding table for the encoder and decoder inputs (a joint dictionary)
     shortlist_tag: str = ""  # "-sN" when the run's shortlist N is not its recipe's (mhe-s4096)
     run_name: str = ""  # names the run instead of the default below (a benchmark's arm)
@@ -57,8 +58,8 @@ class TrainSettings:
     def arm(self) -> str:
         """The run's name: the mode, and the fused kernel of a softmax that has one (softmax-liger),
         or -tied / -eE for a tied mhe or one of label-embedding width E (mhe-tied, mhe-e64), then
-        -sN for a shortlist other than the recipe's and -shareall for shared encoder and decoder
-        input embeddings; run_name where given."""
+        -tieshort for a shortlist tied to the input embeddings, -sN for a shortlist other than the
+        recipe's and -shareall for shared encoder and decoder input embeddings; run_name where given."""
         if self.run_name:
             return self.run_name
         if self.mode == "softmax" and self.softmax_kernel != "eager":
@@ -67,7 +68,8 @@ class TrainSettings:
             base = self.mode
         else:
             base = "mhe" + ("-tied" if self.mhe_tied else "") + (f"-e{self.mhce_embed_dim}" if self.mhce_embed_dim else "")
-        return base + self.shortlist_tag + ("-shareall" if self.share_all else "")
+        tie = "-tieshort" if self.tie_shortlist else ""
+        return base + tie + self.shortlist_tag + ("-shareall" if self.share_all else "")
 
 
 def mhce_arch(base_arch: str) -> str:
@@ -144,6 +146,8 @@ def train_command(bin_dir: Path, save_dir: Path, settings: TrainSettings, tgt_vo
         cmd += list(settings.shortlist_args)
     if mode == "mhe" and settings.mhe_tied:
         cmd.append("--mhe-tie-label-embeddings")
+    if mode in COARSE_TO_FINE_MODES and settings.tie_shortlist:
+        cmd.append("--mhce-tie-shortlist")
     if mode == "mhe" and settings.mhce_embed_dim:
         cmd += ["--mhce-embed-dim", str(settings.mhce_embed_dim)]
     if settings.share_all:

@@ -569,7 +569,8 @@ def stage_summary(cfg: Config) -> None:
 
 def output_layer_description(cfg: Config) -> str:
     """e.g. 'mhe (heads 127x126)', 'mhe (shortlist 1024 + heads 123x122, tied)',
-    'mhe (shortlist 1024 + heads 123x122, tail grouped by context)', 'softmax'."""
+    'mhe (shortlist 1024 + heads 123x122, shortlist tied)', 'mhe (shortlist 1024 + heads 123x122, tail grouped
+    by context)', 'softmax'."""
     if cfg.train.mode not in FACTORED_MODES or not checkpoint_path(cfg).exists():
         return cfg.train.mode
     import torch
@@ -578,6 +579,7 @@ def output_layer_description(cfg: Config) -> str:
     heads = str(getattr(model_cfg, "mhce_heads", "")).replace(",", "x")
     shortlist = getattr(model_cfg, "mhce_shortlist", 0) or 0
     tied = ", tied" if getattr(model_cfg, "mhe_tie_label_embeddings", False) else ""
+    tied += ", shortlist tied" if getattr(model_cfg, "mhce_tie_shortlist", False) else ""
     order = ", tail grouped by context" if cfg.tail_order == "context" else ""
     return f"{cfg.train.mode} ({f'shortlist {shortlist} + ' if shortlist else ''}heads {heads}{tied}{order})"
 
@@ -635,6 +637,9 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
                         help="mhe: every id's output row is its decoder input embedding (shortlist rows "
                              f"and the last level), as softmax ties them (default {recipe.mhe_tied}; "
                              "the run directory is <vocab>-mhe-tied)")
+    parser.add_argument("--mhce-tie-shortlist", action="store_true",
+                        help="mhe/mhp with a shortlist: its rows are the decoder input embeddings of its ids, "
+                             "the tail stays untied (the run directory is <vocab>-<mode>-tieshort)")
     parser.add_argument("--mhce-embed-dim", type=int, default=0, metavar="E",
                         help="mhe: label-embedding width E of the levels after the first (default: the "
                              "decoder's; the run directory is <vocab>-mhe-eE)")
@@ -741,6 +746,9 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
     if args.mhe_tie_label_embeddings and args.mode != "mhe":
         sys.exit(f"error: --mhe-tie-label-embeddings applies to --mode mhe, not {args.mode}; drop the option")
     mhe_tied = recipe.mhe_tied if args.mhe_tie_label_embeddings is None else args.mhe_tie_label_embeddings
+    if args.mhce_tie_shortlist and (not shortlist_size(args, recipe) or (mhe_tied and args.mode == "mhe")):
+        sys.exit("error: --mhce-tie-shortlist ties a shortlist's rows: it needs --mode mhe or mhp with "
+                 "--mhce-shortlist N > 0, and no --mhe-tie-label-embeddings (which ties them already)")
     if args.share_all_embeddings and args.separate_vocab:
         sys.exit("error: --share-all-embeddings needs one joint dictionary; drop --separate-vocab or give "
                  "--no-share-all-embeddings")
@@ -766,6 +774,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         stop_time_hours=args.train_minutes / 60 if args.train_minutes else None, seed=args.seed,
         cpu=not gpu, fp16=args.fp16 and gpu, autocast_bf16=args.autocast_bf16, softmax_kernel=args.softmax_kernel,
         mhe_tied=mhe_tied and args.mode == "mhe", mhce_embed_dim=args.mhce_embed_dim,
+        tie_shortlist=args.mhce_tie_shortlist,
         share_all=args.share_all_embeddings, shortlist_tag=shortlist_tag(args, recipe),
         log_format=args.log_format or ("tqdm" if sys.stderr.isatty() else "simple"),
     )

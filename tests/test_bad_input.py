@@ -34,6 +34,8 @@ TRAIN_ERRORS = {
     "heads_not_integers": (["--mhce-heads", "a,b"], "'a' is not an integer"),
     "share_embed_with_mhe": (["--mhce-mode", "mhe", "--share-decoder-input-output-embed"],
                              "use --mhe-tie-label-embeddings instead"),
+    "tie_shortlist_without_shortlist": (["--mhce-mode", "mhe", "--mhce-tie-shortlist"],
+                                        "--mhce-tie-shortlist ties the shortlist's rows"),
     "adaptive_softmax": (["--adaptive-softmax-cutoff", "20"],
                          "--adaptive-softmax-cutoff cannot be combined with transformer_mhce"),
     "criterion_with_stock_arch": (["--arch", "transformer_tiny"],  # the later --arch wins

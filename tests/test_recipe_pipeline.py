@@ -368,3 +368,19 @@ def test_a_shortlist_other_than_the_recipes_gets_its_own_run_directory(tmp_path:
     assert recipe_config(recipe, ["--mode", "softmax"]).run_dir.name == "spm16000-softmax"
     both = recipe_config(recipe, ["--mode", "mhe", "--mhce-shortlist", "2048", "--share-all-embeddings"])
     assert both.run_dir.name == "spm16000-mhe-s2048-shareall"
+
+
+def test_mhce_tie_shortlist_option(tmp_path: Path) -> None:
+    """--mhce-tie-shortlist reaches fairseq-train for mhe and mhp with a shortlist and names the
+    run -tieshort; refused without a shortlist, for other modes, and beside a tied mhe."""
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
+    for mode in ("mhe", "mhp"):
+        cfg = recipe_config(recipe, ["--mode", mode, "--mhce-tie-shortlist"])
+        assert "--mhce-tie-shortlist" in train_command(cfg.bin, cfg.checkpoints, cfg.train, 16000)
+        assert cfg.run_dir.name == f"spm16000-{mode}-tieshort"
+    plain = recipe_config(recipe, ["--mode", "mhe"])
+    assert "--mhce-tie-shortlist" not in train_command(plain.bin, plain.checkpoints, plain.train, 16000)
+    for argv in (["--mode", "softmax"], ["--mode", "mhe", "--mhce-shortlist", "0"],
+                 ["--mode", "mhe", "--mhe-tie-label-embeddings"]):
+        with pytest.raises(SystemExit, match="--mhce-tie-shortlist ties a shortlist's rows"):
+            recipe_config(recipe, [*argv, "--mhce-tie-shortlist"])

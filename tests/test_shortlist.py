@@ -21,10 +21,12 @@ from test_output_layers import (
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# mode "mhe-tied": mhe whose output rows are a (V, e) decoder embedding W (shortlist and leaves)
+# mode "mhe-tied": mhe whose output rows are a (V, e) decoder embedding W (shortlist and leaves);
+# "-tieshort": only the shortlist's rows are W[:N_s] (a (V, d) decoder embedding), the tail untied
 CASES = [("mhe", "h2_waste", 4), ("mhe", "h3_waste", 1), ("mhe", "h2_exact", 7),
          ("mhp", "h2_waste", 4), ("mhp", "h3_waste", 3), ("mhp", "h3_exact", 5),
-         ("mhe-tied", "h2_waste", 4), ("mhe-tied", "h3_waste", 2)]
+         ("mhe-tied", "h2_waste", 4), ("mhe-tied", "h3_waste", 2),
+         ("mhe-tieshort", "h2_waste", 4), ("mhp-tieshort", "h3_waste", 3)]
 
 
 def make_shortlist(mode, cname, shortlist, seed=0, embed_dim=None):
@@ -34,16 +36,22 @@ def make_shortlist(mode, cname, shortlist, seed=0, embed_dim=None):
     codec = ShortlistCodec(shortlist + tail_v, shortlist, LabelCodec(tail_v, sizes))
     torch.manual_seed(seed)
     tied = nn.Parameter(torch.randn(codec.vocab_size, embed_dim or D)) if mode == "mhe-tied" else None
-    m = build_output_layer(mode.split("-")[0], codec, D, embed_dim=embed_dim, tied_weight=tied)
+    short = nn.Parameter(torch.randn(codec.vocab_size, D)) if mode.endswith("-tieshort") else None
+    m = build_output_layer(mode.split("-")[0], codec, D, embed_dim=embed_dim, tied_weight=tied, short_weight=short)
     if tied is not None:
         assert m.tail.embeddings[-1] is tied  # the reference reads W through it
+    if short is not None:
+        assert m.short_weight is short and not hasattr(m, "short")
     return randomise(m, seed)
 
 
 def ref_short_logits(m, x64):
-    """(N, N_s) raw shortlist scores, float64: Linear, or tied <P x, W[s]> + c_s."""
+    """(N, N_s) raw shortlist scores, float64: Linear, tied <P x, W[s]> + c_s, or shortlist-tied
+    <x, W[s]> + c_s."""
     if hasattr(m, "short"):
         return linear64(x64, m.short)
+    if m.short_weight is not None:
+        return x64 @ m.short_weight.double()[:m.codec.shortlist].t() + m.short_bias.double()
     w = m.tail.embeddings[-1].double()
     proj = m.tail.projections[-1]
     z = x64 if isinstance(proj, nn.Identity) else linear64(x64, proj)
@@ -57,7 +65,7 @@ def ref_shortlist(m, x, temperature=1.0):
     x64 = x.double()
     tail = m.tail
     a = ref_short_logits(m, x64) / temperature
-    leaf_table = None if hasattr(m, "short") else tail.embeddings[-1].double()[m.codec.shortlist:]
+    leaf_table = tail.embeddings[-1].double()[m.codec.shortlist:] if m.tied else None
     if m.tail.__class__.__name__ == "MHEOutput":
         valid_groups = sorted(valid_prefix_sets(tail.codec.vocab_size, tail.codec.head_sizes)[1])
         b = linear64(x64, tail.level1)[:, valid_groups] / temperature
@@ -210,3 +218,30 @@ def test_tied_rows_meet_the_features_directly_when_dims_match(embed_dim):
     if embed_dim is None:  # no projection: the shortlist's scores are x . W[s] + c_s
         w = m.tail.embeddings[-1].double()[:m.codec.shortlist]
         torch.testing.assert_close(m.short_logits(x).double(), x.double() @ w.t() + m.short_bias.double())
+
+
+@pytest.mark.parametrize("mode", ["mhe-tieshort", "mhp-tieshort"])
+def test_shortlist_tied_rows_are_the_decoder_embeddings_and_the_tail_keeps_its_own(mode):
+    """Only rows < N_s of W get gradient (through the gate); the tail's own parameters get theirs."""
+    m = make_shortlist(mode, "h2_waste", 4)
+    w = m.short_weight
+    assert sum(p is w for p in m.parameters()) == 1
+    n_short = m.codec.shortlist
+    x, _ = inputs(6, m.codec.vocab_size, seed=3)
+    y = torch.tensor([0, 1, n_short, n_short + 1, 2, 3])
+    factored_loss(m.loss_terms(x, y), 0.1, "per-level").loss.sum().backward()
+    got = w.grad.abs().sum(-1) > 0
+    assert got[:n_short].all() and not got[n_short:].any()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.tail.parameters())
+
+
+def test_shortlist_tie_options_are_checked():
+    codec = ShortlistCodec.build(100, 10, None, 2)
+    with pytest.raises(MHCEConfigError, match=r"--mhce-tie-shortlist needs a decoder embedding of \(100, 6\)"):
+        build_output_layer("mhe", codec, D, short_weight=nn.Parameter(torch.randn(100, D + 1)))
+    with pytest.raises(MHCEConfigError, match="drop --mhe-tie-label-embeddings"):
+        w = nn.Parameter(torch.randn(100, D))
+        build_output_layer("mhe", codec, D, tied_weight=w, short_weight=w)
+    with pytest.raises(MHCEConfigError, match="give --mhce-shortlist N > 0"):
+        build_output_layer("mhe", ShortlistCodec.build(100, 10, None, 2).tail, D,
+                           short_weight=nn.Parameter(torch.randn(90, D)))

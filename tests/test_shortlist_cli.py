@@ -20,6 +20,8 @@ ERRORS = {
                            "--mhce-shortlist applies to --mhce-mode mhp and mhe, not mhs"),
     "tying_with_mhp": (["--mhce-mode", "mhp", "--mhe-tie-label-embeddings", "--mhce-shortlist", "8"],
                        "--mhe-tie-label-embeddings needs --mhce-mode mhe"),
+    "tie_shortlist_with_tied_rows": (["--mhce-shortlist", "8", "--mhe-tie-label-embeddings", "--mhce-tie-shortlist"],
+                                     "the latter already ties the shortlist's rows"),
     "unknown_smoothing": (["--mhce-smoothing", "uniform"],
                           "--mhce-smoothing 'uniform' is unknown: choose one of joint, per-level"),
     "negative_smoothing_groups": (["--mhce-smoothing-groups", "-1"], "--mhce-smoothing-groups -1 must be >= 0"),
@@ -38,8 +40,9 @@ def runs(cli, toy_bin, tmp_path_factory) -> Dict[str, object]:
         futures = {name: pool.submit(train, name, extra) for name, (extra, _) in ERRORS.items()}
         futures["ok"] = pool.submit(train, "ok", ["--mhce-shortlist", "8", "--mhce-smoothing", "per-level"], 20)
         futures["tied"] = pool.submit(train, "tied", ["--mhce-shortlist", "8", "--mhe-tie-label-embeddings"], 20)
+        futures["tieshort"] = pool.submit(train, "tieshort", ["--mhce-shortlist", "8", "--mhce-tie-shortlist"], 20)
         results = {name: f.result() for name, f in futures.items()}
-    for name in ("ok", "tied"):
+    for name in ("ok", "tied", "tieshort"):
         results[f"generate_{name}"] = generate(toy_bin, root / name / "checkpoint_last.pt", run=cli.run)
         results[f"ckpt_{name}"] = root / name / "checkpoint_last.pt"
     return results
@@ -89,3 +92,30 @@ def test_tied_shortlist_trains_decodes_and_shares_the_decoder_embeddings(runs):
     torch.testing.assert_close(model["decoder.output_projection.tail.embeddings.0"], embed, rtol=0, atol=0)
     assert "decoder.output_projection.short_bias" in model
     assert not any(k.startswith("decoder.output_projection.short.") for k in model)
+
+
+def test_shortlist_only_tie_trains_decodes_and_shares_the_shortlist_rows(runs):
+    """--mhce-tie-shortlist: the shortlist's rows are the decoder input embeddings (one table in
+    the model, still equal after training and reloading); the tail keeps its own label embeddings."""
+    assert runs["tieshort"].returncode == 0, runs["tieshort"].stderr[-3000:]
+    proc = runs["generate_tieshort"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(hypotheses(proc.stdout)) == 60
+    import mhce_nmt  # noqa: F401
+
+    model = torch.load(runs["ckpt_tieshort"])["model"]
+    torch.testing.assert_close(model["decoder.output_projection.short_weight"], model["decoder.embed_tokens.weight"],
+                               rtol=0, atol=0)
+    assert not any(k.startswith("decoder.output_projection.short.") for k in model)
+    assert model["decoder.output_projection.tail.embeddings.0"].shape[0] == 40  # the tail's own leaves
+
+
+@pytest.mark.parametrize("mode", ["mhe", "mhp"])
+def test_shortlist_only_tie_is_one_parameter_with_the_decoder_embeddings(toy_bin, mode):
+    _task, model, criterion, sample = build_in_process(
+        toy_bin, ["--mhce-mode", mode, "--mhce-shortlist", "6", "--mhce-tie-shortlist"])
+    layer = model.decoder.output_projection
+    assert layer.short_weight is model.decoder.embed_tokens.weight
+    loss, _size, _log = criterion(model, sample)
+    loss.backward()
+    assert model.decoder.embed_tokens.weight.grad[:6].abs().sum(-1).gt(0).all()

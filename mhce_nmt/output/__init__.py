@@ -21,10 +21,12 @@ MODES = ("mhp", "mhe", "mhs", "softmax")
 def build_output_layer(mode: str, codec: Union[LabelCodec, ShortlistCodec], input_dim: int, *,
                        embed_dim: Optional[int] = None,
                        tied_weight: Optional[nn.Parameter] = None,
+                       short_weight: Optional[nn.Parameter] = None,
                        mhs_groups: Optional[int] = None,
                        mhs_logq_correction: bool = False) -> FactoredOutput:
     """The output layer for `mode`; tied_weight is the decoder input embedding when sharing.
-    A ShortlistCodec gives a ShortlistOutput around an mhp/mhe layer over its tail ids."""
+    A ShortlistCodec gives a ShortlistOutput around an mhp/mhe layer over its tail ids;
+    short_weight (the decoder input embedding) ties the shortlist's rows only."""
     if isinstance(codec, ShortlistCodec):
         if mode not in ("mhp", "mhe"):
             raise MHCEConfigError(
@@ -37,7 +39,9 @@ def build_output_layer(mode: str, codec: Union[LabelCodec, ShortlistCodec], inpu
                              tied_row_offset=codec.shortlist)
         else:
             tail = build_output_layer(mode, codec.tail, input_dim, embed_dim=embed_dim)
-        return ShortlistOutput(codec, input_dim, tail)
+        return ShortlistOutput(codec, input_dim, tail, short_weight=short_weight)
+    if short_weight is not None:
+        raise MHCEConfigError("--mhce-tie-shortlist ties the shortlist's rows: give --mhce-shortlist N > 0.")
     if mode == "mhp":
         return MHPOutput(codec, input_dim)
     if mode == "mhe":

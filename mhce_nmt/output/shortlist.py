@@ -12,6 +12,8 @@ smoothing is sum_s g[s] + (V - N_s) g[N_s] + sum_t log p_tail(t), the last from 
 Tied (an MHE tail tied with row offset N_s), every id's output row is its decoder input
 embedding W[v], as in fairseq's tied softmax: a = W[:N_s] P x + c, with P the tail's last-level
 projection (the identity when e = d), and tail leaf t scores W[N_s + t] P x + b_t within its group.
+With only the shortlist tied (``short_weight``, mhe or mhp), a = W[:N_s] x + c and the tail keeps
+its own parameters.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..codec import ShortlistCodec
+from ..errors import MHCEConfigError
 from .base import CascadeOutput, FactoredOutput, LevelScores, LossTerms, at_least_fp32
 from .mhe import MHEOutput
 
@@ -32,11 +35,20 @@ class ShortlistOutput(FactoredOutput):
 
     supports_coarse_to_fine = True
 
-    def __init__(self, codec: ShortlistCodec, input_dim: int, tail: CascadeOutput):
+    def __init__(self, codec: ShortlistCodec, input_dim: int, tail: CascadeOutput,
+                 short_weight: Optional[nn.Parameter] = None):
         super().__init__(codec, input_dim)
         self.tail = tail
         self.tied = isinstance(tail, MHEOutput) and tail.tied_row_offset == codec.shortlist
-        if self.tied:
+        if short_weight is not None and (self.tied or short_weight.size(1) != input_dim
+                                         or short_weight.size(0) < codec.shortlist):
+            raise MHCEConfigError(
+                f"--mhce-tie-shortlist needs a decoder embedding of ({codec.vocab_size}, {input_dim}) and an "
+                f"untied tail, got {tuple(short_weight.shape)}{' and a tied tail' if self.tied else ''}: set "
+                "--decoder-embed-dim equal to --decoder-output-dim, and drop --mhe-tie-label-embeddings (it "
+                "already ties the shortlist).")
+        self.short_weight = short_weight  # (V, d) decoder input embeddings: rows < N_s are the shortlist's
+        if self.tied or short_weight is not None:
             self.short_bias = nn.Parameter(torch.zeros(codec.shortlist))
         else:
             self.short = nn.Linear(input_dim, codec.shortlist)
@@ -45,9 +57,11 @@ class ShortlistOutput(FactoredOutput):
         self.register_buffer("shortlist_spec", torch.tensor(codec.spec()), persistent=True)
 
     def short_logits(self, x: Tensor) -> Tensor:
-        """x (N, d) -> (N, N_s) raw shortlist scores (tied: W[:N_s] P x + c)."""
+        """x (N, d) -> (N, N_s) raw shortlist scores (tied: W[:N_s] P x + c; shortlist tied: W[:N_s] x + c)."""
         if self.tied:
             return F.linear(self.tail.projections[-1](x), self.tail.head_rows(), self.short_bias)
+        if self.short_weight is not None:
+            return F.linear(x, self.short_weight[: self.codec.shortlist], self.short_bias)
         return self.short(x)
 
     def gate(self, short_logits: Tensor, tail_level1: Tensor, temperature: float = 1.0) -> Tensor:

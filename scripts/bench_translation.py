@@ -61,7 +61,7 @@ def method_settings(cfg: pipeline.Config, method: str) -> pipeline.Config:
     mode, _, kernel = base.partition("-")
     shortlist = ("--mhce-shortlist", str(libreoffice.RECIPE.mhce_shortlist)) if variant == "shortlist" else ()
     return replace(cfg, train=replace(cfg.train, mode=mode, softmax_kernel=kernel or "eager",
-                                      shortlist_args=shortlist,
+                                      shortlist_args=shortlist, shortlist_tag="",  # the method names the run
                                       run_name=method if variant else ""))
 
 

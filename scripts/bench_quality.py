@@ -366,12 +366,12 @@ def valid_curves(logs: Sequence[Path], out: Path, every: int = 500) -> str:
 
 
 def merge_records(inputs: Sequence[Path]) -> List[Dict[str, object]]:
-    """The records of several runs, one per point: for a point in more than one file, the later
-    file's record wins."""
+    """The records of several runs, one per point and length penalty (a recipe run decoded at two
+    is two records): for a point in more than one file, the later file's record wins."""
     merged: Dict[Tuple[object, ...], Dict[str, object]] = {}
     for path in inputs:
         for r in json.loads(path.read_text()):
-            merged[record_key(r)] = r
+            merged[(*record_key(r), r.get("lenpen"))] = r
     return list(merged.values())
 
 

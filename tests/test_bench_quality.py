@@ -126,6 +126,10 @@ def test_merge_keeps_one_record_per_point_and_valid_curves_read_train_logs(tmp_p
     assert json.loads(out.read_text()) == merged and out.with_suffix(".png").exists()
     with pytest.raises(SystemExit, match="not found"):
         bench.main(["--merge", str(out), str(tmp_path / "missing.json")])
+    lenpens = tmp_path / "lenpens.json"  # one model decoded at two length penalties: two records
+    lenpens.write_text(json.dumps([{**record("mhe", "", 500, 10.0), "lenpen": 1.0},
+                                   {**record("mhe", "", 500, 10.5), "lenpen": 2.0}]))
+    assert [r["bleu"] for r in bench.main(["--merge", str(out), str(lenpens)])] == [10.0, 10.5]
 
     log = tmp_path / "quality-spm16000-w500-t8192-s1" / "arms" / "mhe-shortlist" / "checkpoints" / "train.log"
     log.parent.mkdir(parents=True)

@@ -75,6 +75,11 @@ def validate_args(args: Any) -> None:
         if getattr(args, "mhe_tie_label_embeddings", False):
             raise MHCEConfigError("--mhce-tie-shortlist with --mhe-tie-label-embeddings: the latter already ties "
                                   "the shortlist's rows (and the tail's); drop one.")
+        output_dim = getattr(args, "decoder_output_dim", None) or getattr(args, "decoder_embed_dim", None)
+        if output_dim != getattr(args, "decoder_embed_dim", output_dim):
+            raise MHCEConfigError(f"--mhce-tie-shortlist scores the decoder output ({output_dim}) against the decoder "
+                                  f"input embeddings ({args.decoder_embed_dim}): set --decoder-output-dim equal to "
+                                  "--decoder-embed-dim, or drop --mhce-tie-shortlist.")
     # shortlist with mhs: refused by build_output_layer
     note = untied_output_note(args, mode)
     if note:
@@ -87,11 +92,16 @@ def untied_output_note(args: Any, mode: str) -> Optional[str]:
     fairseq's --share-all-embeddings shares the encoder and decoder input embeddings (that still
     happens) and ties the output projection to them; MHP heads are not a V x d matrix, and MHE
     ties only with --mhe-tie-label-embeddings (its last level's label embeddings, and the
-    shortlist's rows). MHS ties as fairseq does.
+    shortlist's rows). MHS ties as fairseq does. With --mhce-tie-shortlist only the shortlist's
+    rows are tied, and the note says so.
     """
     tied = mode == "mhs" or getattr(args, "mhe_tie_label_embeddings", False)
     if not getattr(args, "share_all_embeddings", False) or tied:
         return None
+    if getattr(args, "mhce_tie_shortlist", False):
+        return (f"--share-all-embeddings with --mhce-mode {mode} and --mhce-tie-shortlist: the encoder and "
+                "decoder input embeddings are shared, and only the shortlist's output rows are tied to them "
+                "(the factored tail keeps its own parameters).")
     note = (f"--share-all-embeddings with --mhce-mode {mode}: the encoder and decoder input "
             "embeddings are shared, the output layer is not tied")
     if mode == "mhe":
@@ -163,7 +173,8 @@ class TransformerMHCEModel(TransformerModel):
                                 "label embeddings, and with --mhce-shortlist the shortlist's rows too")
         group.add_argument("--mhce-tie-shortlist", action="store_true",
                            help="mhp/mhe with --mhce-shortlist: the shortlist's rows are the decoder input "
-                                "embeddings of its ids (as in fairseq's tied softmax); the tail stays untied")
+                                "embeddings of its ids (as in fairseq's tied softmax, plus a bias); the tail "
+                                "stays untied")
         group.add_argument("--mhs-groups", type=int,
                            help="mhs: groups in each training softmax (default: 1/8 of the groups)")
         group.add_argument("--mhs-logq-correction", action="store_true",

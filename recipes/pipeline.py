@@ -527,11 +527,16 @@ def score_files(hyp_file: Path, ref_file: Path) -> dict[str, object]:
 
 def output_layer_params(checkpoint: Path) -> int:
     """Parameters of the output layer, from the state dict entries under
-    :data:`OUTPUT_LAYER_PREFIXES` (a projection tied to the embeddings counts too)."""
+    :data:`OUTPUT_LAYER_PREFIXES` (a projection tied to the embeddings counts too; of a
+    shortlist tied alone, the N rows it scores)."""
     import torch
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
-    return sum(t.numel() for k, t in state.items() if k.startswith(OUTPUT_LAYER_PREFIXES))
+    count = sum(t.numel() for k, t in state.items() if k.startswith(OUTPUT_LAYER_PREFIXES))
+    short = state.get("decoder.output_projection.short_weight")
+    if short is not None:  # the shared (V, d) table, of which the shortlist scores N rows
+        count -= (short.size(0) - int(state["decoder.output_projection.shortlist_spec"][1])) * short.size(1)
+    return count
 
 
 def stage_summary(cfg: Config) -> None:
@@ -746,9 +751,13 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
     if args.mhe_tie_label_embeddings and args.mode != "mhe":
         sys.exit(f"error: --mhe-tie-label-embeddings applies to --mode mhe, not {args.mode}; drop the option")
     mhe_tied = recipe.mhe_tied if args.mhe_tie_label_embeddings is None else args.mhe_tie_label_embeddings
-    if args.mhce_tie_shortlist and (not shortlist_size(args, recipe) or (mhe_tied and args.mode == "mhe")):
+    if args.mhce_tie_shortlist and not shortlist_size(args, recipe):
         sys.exit("error: --mhce-tie-shortlist ties a shortlist's rows: it needs --mode mhe or mhp with "
-                 "--mhce-shortlist N > 0, and no --mhe-tie-label-embeddings (which ties them already)")
+                 "--mhce-shortlist N > 0")
+    if args.mhce_tie_shortlist and mhe_tied and args.mode == "mhe":
+        sys.exit("error: --mhce-tie-shortlist with a tied mhe (--mhe-tie-label-embeddings or the recipe's default), "
+                 "which ties the shortlist's rows already: give --no-mhe-tie-label-embeddings or drop "
+                 "--mhce-tie-shortlist")
     if args.share_all_embeddings and args.separate_vocab:
         sys.exit("error: --share-all-embeddings needs one joint dictionary; drop --separate-vocab or give "
                  "--no-share-all-embeddings")

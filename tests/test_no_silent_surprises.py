@@ -42,14 +42,18 @@ def warnings_from(caplog, logger: str):
      False, True),
     (["--mhce-mode", "mhs", "--share-all-embeddings"], False, True),
     (["--mhce-mode", "mhe"], False, False),
-], ids=["mhp", "mhe", "mhe-shortlist", "mhe-tied", "mhe-shortlist-tied", "mhs", "mhe-no-sharing"])
+    (["--mhce-mode", "mhp", "--mhce-shortlist", "10", "--share-all-embeddings", "--mhce-tie-shortlist"], True, True),
+], ids=["mhp", "mhe", "mhe-shortlist", "mhe-tied", "mhe-shortlist-tied", "mhs", "mhe-no-sharing",
+        "mhp-shortlist-only-tied"])
 def test_share_all_embeddings_warns_when_the_output_stays_untied(toy_bin, caplog, extra, warned,
                                                                  output_tied):
     caplog.set_level(logging.WARNING, logger="mhce_nmt.model")
     _task, model, _criterion, _sample = build_in_process(toy_bin, extra)
     messages = [m for m in warnings_from(caplog, "mhce_nmt.model") if SHARE_ALL_WARNING in m]
     assert len(messages) == int(warned), messages
-    if warned:  # the tying hint only where it applies (mhe, with or without a shortlist)
+    if "--mhce-tie-shortlist" in extra:  # says what is tied instead of suggesting another option
+        assert "only the shortlist's output rows are tied" in messages[0], messages[0]
+    elif warned:  # the tying hint only where it applies (mhe, with or without a shortlist)
         hint = "mhe" in extra
         assert ("add --mhe-tie-label-embeddings" in messages[0]) == hint, messages[0]
     sharing = "--share-all-embeddings" in extra

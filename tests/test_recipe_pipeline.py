@@ -380,7 +380,11 @@ def test_mhce_tie_shortlist_option(tmp_path: Path) -> None:
         assert cfg.run_dir.name == f"spm16000-{mode}-tieshort"
     plain = recipe_config(recipe, ["--mode", "mhe"])
     assert "--mhce-tie-shortlist" not in train_command(plain.bin, plain.checkpoints, plain.train, 16000)
-    for argv in (["--mode", "softmax"], ["--mode", "mhe", "--mhce-shortlist", "0"],
-                 ["--mode", "mhe", "--mhe-tie-label-embeddings"]):
+    for argv in (["--mode", "softmax"], ["--mode", "mhe", "--mhce-shortlist", "0"]):
         with pytest.raises(SystemExit, match="--mhce-tie-shortlist ties a shortlist's rows"):
             recipe_config(recipe, [*argv, "--mhce-tie-shortlist"])
+    with pytest.raises(SystemExit, match="give --no-mhe-tie-label-embeddings or drop --mhce-tie-shortlist"):
+        recipe_config(recipe, ["--mode", "mhe", "--mhe-tie-label-embeddings", "--mhce-tie-shortlist"])
+    tied_recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024, mhe_tied=True)
+    both = recipe_config(tied_recipe, ["--mode", "mhe", "--no-mhe-tie-label-embeddings", "--mhce-tie-shortlist"])
+    assert both.run_dir.name == "spm16000-mhe-tieshort"

@@ -225,7 +225,6 @@ def test_shortlist_tied_rows_are_the_decoder_embeddings_and_the_tail_keeps_its_o
     """Only rows < N_s of W get gradient (through the gate); the tail's own parameters get theirs."""
     m = make_shortlist(mode, "h2_waste", 4)
     w = m.short_weight
-    assert sum(p is w for p in m.parameters()) == 1
     n_short = m.codec.shortlist
     x, _ = inputs(6, m.codec.vocab_size, seed=3)
     y = torch.tensor([0, 1, n_short, n_short + 1, 2, 3])
@@ -237,9 +236,9 @@ def test_shortlist_tied_rows_are_the_decoder_embeddings_and_the_tail_keeps_its_o
 
 def test_shortlist_tie_options_are_checked():
     codec = ShortlistCodec.build(100, 10, None, 2)
-    with pytest.raises(MHCEConfigError, match=r"--mhce-tie-shortlist needs a decoder embedding of \(100, 6\)"):
+    with pytest.raises(MHCEConfigError, match=r"--mhce-tie-shortlist needs decoder input embeddings of width 6"):
         build_output_layer("mhe", codec, D, short_weight=nn.Parameter(torch.randn(100, D + 1)))
-    with pytest.raises(MHCEConfigError, match="drop --mhe-tie-label-embeddings"):
+    with pytest.raises(MHCEConfigError, match="the latter already ties the shortlist's rows"):
         w = nn.Parameter(torch.randn(100, D))
         build_output_layer("mhe", codec, D, tied_weight=w, short_weight=w)
     with pytest.raises(MHCEConfigError, match="give --mhce-shortlist N > 0"):

@@ -40,13 +40,14 @@ class ShortlistOutput(FactoredOutput):
         super().__init__(codec, input_dim)
         self.tail = tail
         self.tied = isinstance(tail, MHEOutput) and tail.tied_row_offset == codec.shortlist
-        if short_weight is not None and (self.tied or short_weight.size(1) != input_dim
-                                         or short_weight.size(0) < codec.shortlist):
+        if short_weight is not None and self.tied:
+            raise MHCEConfigError("--mhce-tie-shortlist with --mhe-tie-label-embeddings: the latter already ties "
+                                  "the shortlist's rows (and the tail's); drop one.")
+        if short_weight is not None and (short_weight.size(1) != input_dim or short_weight.size(0) < codec.shortlist):
             raise MHCEConfigError(
-                f"--mhce-tie-shortlist needs a decoder embedding of ({codec.vocab_size}, {input_dim}) and an "
-                f"untied tail, got {tuple(short_weight.shape)}{' and a tied tail' if self.tied else ''}: set "
-                "--decoder-embed-dim equal to --decoder-output-dim, and drop --mhe-tie-label-embeddings (it "
-                "already ties the shortlist).")
+                f"--mhce-tie-shortlist needs decoder input embeddings of width {input_dim} with at least "
+                f"{codec.shortlist} rows, got {tuple(short_weight.shape)}: set --decoder-embed-dim equal to "
+                "--decoder-output-dim, or drop --mhce-tie-shortlist.")
         self.short_weight = short_weight  # (V, d) decoder input embeddings: rows < N_s are the shortlist's
         if self.tied or short_weight is not None:
             self.short_bias = nn.Parameter(torch.zeros(codec.shortlist))

@@ -68,19 +68,8 @@ def validate_args(args: Any) -> None:
     shortlist = getattr(args, "mhce_shortlist", 0) or 0
     if shortlist < 0:
         raise MHCEConfigError(f"--mhce-shortlist {shortlist} must be >= 0 (0 = no shortlist).")
-    if getattr(args, "mhce_tie_shortlist", False):
-        if not shortlist or mode not in ("mhp", "mhe"):
-            raise MHCEConfigError("--mhce-tie-shortlist ties the shortlist's rows: it needs --mhce-mode mhp or mhe "
-                                  "with --mhce-shortlist N > 0.")
-        if getattr(args, "mhe_tie_label_embeddings", False):
-            raise MHCEConfigError("--mhce-tie-shortlist with --mhe-tie-label-embeddings: the latter already ties "
-                                  "the shortlist's rows (and the tail's); drop one.")
-        output_dim = getattr(args, "decoder_output_dim", None) or getattr(args, "decoder_embed_dim", None)
-        if output_dim != getattr(args, "decoder_embed_dim", output_dim):
-            raise MHCEConfigError(f"--mhce-tie-shortlist scores the decoder output ({output_dim}) against the decoder "
-                                  f"input embeddings ({args.decoder_embed_dim}): set --decoder-output-dim equal to "
-                                  "--decoder-embed-dim, or drop --mhce-tie-shortlist.")
-    # shortlist with mhs: refused by build_output_layer
+    # shortlist with mhs, and --mhce-tie-shortlist without a shortlist, beside a tied tail or with
+    # embeddings of another width: refused by build_output_layer
     note = untied_output_note(args, mode)
     if note:
         logger.warning(note)

@@ -14,6 +14,7 @@ the decoding stay as they are.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -53,12 +54,10 @@ def row_normalised(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
 
 
 def most_frequent(lines: list[list[str]], limit: int) -> dict[str, int]:
-    """The ``limit`` most frequent tokens of ``lines``, numbered from 0 by falling frequency."""
-    counts: dict[str, int] = {}
-    for tokens in lines:
-        for tok in tokens:
-            counts[tok] = counts.get(tok, 0) + 1
-    return {tok: i for i, tok in enumerate(sorted(counts, key=lambda t: -counts[t])[:limit])}
+    """The ``limit`` most frequent tokens of ``lines``, numbered from 0 by falling frequency
+    (ties in order of first occurrence)."""
+    counts = Counter(tok for tokens in lines for tok in tokens)
+    return {tok: i for i, (tok, _) in enumerate(counts.most_common(limit))}
 
 
 def context_counts(target: list[list[str]], source: list[list[str]], index: dict[str, int],

@@ -128,3 +128,10 @@ def test_shortlist_only_tie_is_one_parameter_with_the_decoder_embeddings(toy_bin
     loss, _size, _log = criterion(model, sample)
     loss.backward()
     assert model.decoder.embed_tokens.weight.grad[:6].abs().sum(-1).gt(0).all()
+
+
+def test_shortlist_only_tie_refuses_an_output_width_other_than_the_embeddings(toy_bin):
+    from mhce_nmt.errors import MHCEConfigError
+
+    with pytest.raises(MHCEConfigError, match="--mhce-tie-shortlist needs decoder input embeddings of width 16"):
+        build_in_process(toy_bin, ["--mhce-shortlist", "6", "--mhce-tie-shortlist", "--decoder-output-dim", "16"])

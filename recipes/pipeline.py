@@ -549,7 +549,7 @@ def stage_summary(cfg: Config) -> None:
     if cfg.dry_run:
         return
     summary: dict[str, object] = {
-        "pair": f"{cfg.src}-{cfg.tgt}", "mode": cfg.train.mode, "arm": cfg.train.arm, "vocab": cfg.vocab_tag,
+        "pair": f"{cfg.src}-{cfg.tgt}", "mode": cfg.train.mode, "arm": cfg.train.arm, "seed": cfg.train.seed, "vocab": cfg.vocab_tag,
         "autocast_bf16": cfg.train.autocast_bf16, "tail_order": cfg.tail_order, "data_pairs": {s: len(read_lines(cfg.data / f"{s}.{cfg.src}")) for s in SPLITS},
         "dictionary": {lang: dictionary_size(cfg.bin / f"dict.{lang}.txt") for lang in cfg.langs},
     }

@@ -222,9 +222,9 @@ def score_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Name
 
 
 def curve_label(r: Dict[str, object]) -> str:
-    """method[/variant], and the length penalty where it is not 1."""
-    lenpen = r.get("lenpen")
-    return (r["method"] + (f"/{r['variant']}" if r["variant"] else "")
+    """method[/variant], then the seed and the length penalty where they are not 1."""
+    lenpen, seed = r.get("lenpen"), r.get("seed", 1)
+    return (r["method"] + (f"/{r['variant']}" if r["variant"] else "") + (f" seed {seed}" if seed != 1 else "")
             + (f" lenpen {lenpen:g}" if lenpen not in (None, 1, 1.0) else ""))
 
 
@@ -376,16 +376,22 @@ def merge_records(inputs: Sequence[Path]) -> List[Dict[str, object]]:
 
 
 def recipe_record(summary: Dict[str, object], settings: str) -> Dict[str, object]:
-    """One recipe run's summary.json -> a record of this benchmark (one point: its last update)."""
+    """One recipe run's summary.json -> a record of this benchmark (one point: its last update).
+    The run's seed is a field, not part of the variant: a seed named in `settings` (`-s2-`) must match."""
+    seed = int(summary.get("seed", 1))  # summaries before the field: the recipe's default seed 1
+    named = re.search(r"(?:^|-)s(\d+)(?:-|$)", settings)
+    if named and int(named.group(1)) != seed:
+        sys.exit(f"error: a {summary.get('arm', summary['mode'])} summary was trained with seed {seed} but "
+                 f"--settings {settings} names seed {named.group(1)}; give each seed's summaries their own --settings")
     arm = summary.get("arm", summary["mode"])  # softmax-liger: a fused kernel; mhe-tied: tied output rows
     parts = ["shortlist"] if "shortlist" in str(summary.get("output", "")) else []
     parts += ["ctx"] if summary.get("tail_order") == "context" else []  # tail grouped by context
-    suffix = arm.partition("-")[2]
+    suffix = re.sub(r"-?seed\d+$", "", arm.partition("-")[2])  # mhe-tieshort-seed2 -> tieshort
     variant = "+".join(parts + ([suffix] if suffix else []))
     keys = ("bleu", "chrf", "bp", "hyp_ref_ratio", "valid_ppl", "train_words_per_s", "decode_sentences_per_s",
             "decode_tokens_per_s", "lenpen", "beam", "bleu_signature", "bleu_detail")
     return {"vocab": summary["dictionary"][summary["pair"].split("-")[1]], "method": summary["mode"],
-            "variant": variant, "updates": summary["num_updates"], "settings": settings,
+            "variant": variant, "updates": summary["num_updates"], "settings": settings, "seed": seed,
             "sentences": summary["data_pairs"]["test"], **{k: summary.get(k) for k in keys}}
 
 

@@ -185,3 +185,18 @@ def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Pat
     assert out.with_suffix(".png").exists()
     with pytest.raises(SystemExit, match="not found"):
         bench.main(["--recipe-summaries", str(out), str(tmp_path / "missing.json")])
+
+
+def test_a_recipe_summary_of_another_seed_keeps_its_variant_and_names_its_seed(tmp_path: Path):
+    """A run trained with --seed 2 (arm mhe-tieshort-seed2) is the variant of its seed-1 twin with
+    seed 2 as a field and in its curve's label; settings that name another seed are refused."""
+    summary = {"pair": "de-en", "mode": "mhe", "arm": "mhe-tieshort-seed2", "seed": 2, "tail_order": "frequency",
+               "data_pairs": {"test": 2000}, "dictionary": {"de": 16000, "en": 16000}, "num_updates": 2000,
+               "lenpen": 2.0, "bleu": 28.1, "bleu_signature": "nrefs:1", "output": "mhe (shortlist 1024 + heads 123x122)"}
+    path = tmp_path / "seed2.json"
+    path.write_text(json.dumps(summary))
+    (record,) = bench.main(["--recipe-summaries", str(tmp_path / "out.json"), str(path), "--settings", "w500-s2-fp32"])
+    assert (record["variant"], record["seed"], record["settings"]) == ("shortlist+tieshort", 2, "w500-s2-fp32")
+    assert bench.curve_label(record) == "mhe/shortlist+tieshort seed 2 lenpen 2"
+    with pytest.raises(SystemExit, match="trained with seed 2 but --settings w500-s1-fp32 names seed 1"):
+        bench.main(["--recipe-summaries", str(tmp_path / "out.json"), str(path), "--settings", "w500-s1-fp32"])

@@ -388,3 +388,16 @@ def test_mhce_tie_shortlist_option(tmp_path: Path) -> None:
     tied_recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024, mhe_tied=True)
     both = recipe_config(tied_recipe, ["--mode", "mhe", "--no-mhe-tie-label-embeddings", "--mhce-tie-shortlist"])
     assert both.run_dir.name == "spm16000-mhe-tieshort"
+
+
+def test_a_seed_other_than_1_gets_its_own_run_directory(tmp_path: Path) -> None:
+    """--seed N other than 1 names the run -seedN, so a second seed never resumes the first one's
+    checkpoints, and reaches fairseq-train; seed 1 adds nothing."""
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
+    for mode in ("mhe", "softmax"):
+        cfg = recipe_config(recipe, ["--mode", mode, "--seed", "2"])
+        assert cfg.run_dir.name == f"spm16000-{mode}-seed2"
+        assert last_value(train_command(cfg.bin, cfg.checkpoints, cfg.train, 16000), "--seed") == "2"
+    assert recipe_config(recipe, ["--mode", "mhe", "--seed", "1"]).run_dir.name == "spm16000-mhe"
+    both = recipe_config(recipe, ["--mode", "mhe", "--mhce-tie-shortlist", "--seed", "3"])
+    assert both.run_dir.name == "spm16000-mhe-tieshort-seed3"

@@ -2,7 +2,7 @@
 
 Importing the package (e.g. `--user-dir mhce_nmt`) registers the model `transformer_mhce` and its
 variants, the criteria `mhce_cross_entropy` and `fused_label_smoothed_cross_entropy` (fused softmax
-baselines) and the task `translation_mhce`, and applies the
+baselines), the task `translation_mhce` and the learning-rate schedule `linear_budget`, and applies the
 fixes in `mhce_nmt.compat` (checkpoint loading on torch >= 2.6, no dropped batches, DDP on CPU);
 its configuration errors reach the user as one line (`mhce_nmt.errors`). The math lives in
 `mhce_nmt.codec` and `mhce_nmt.output` (plain torch; usable without fairseq).
@@ -22,6 +22,6 @@ else:
 
     patch_fairseq_batching()
     patch_fairseq_cpu_ddp()
-    from . import criterion, fused_criterion, model, task  # noqa: F401  (registers with fairseq)
+    from . import criterion, fused_criterion, lr_scheduler, model, task  # noqa: F401  (registers with fairseq)
 
 __version__ = "0.1.0"

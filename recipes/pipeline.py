@@ -78,7 +78,8 @@ class Recipe:
     max_update: int | None = None
     train_minutes: float | None = None
     lr: float | None = None  # None: the value in model_args
-    lr_schedule: str = "inverse_sqrt"  # or "linear": warm-up, then straight down to 0 at --max-update
+    lr_schedule: str = "inverse_sqrt"  # "linear": warm-up, then straight down to 0 at --max-update;
+    # "linear-budget": the same line ending at --max-update or --train-minutes, whichever comes first
     dropout: float | None = None  # None: the value in model_args
     mhce_shortlist: int = 0  # mhe/mhp: the most frequent ids scored directly (0 = none)
     mhe_tied: bool = False  # mhe: tie every output row to the decoder input embeddings
@@ -631,8 +632,9 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--lr", type=float, default=recipe.lr,
                         help="peak learning rate (default %(default)s; None: the recipe's model arguments)")
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=recipe.lr_schedule,
-                        help="inverse_sqrt (fairseq's transformer default) or linear: after the warm-up, down "
-                             "to 0 at --max-update (default %(default)s)")
+                        help="inverse_sqrt (fairseq's transformer default), linear: after the warm-up, down "
+                             "to 0 at --max-update, or linear-budget: down to 0 at --max-update or after "
+                             "--train-minutes of training, whichever comes first (default %(default)s)")
     parser.add_argument("--dropout", type=float, default=recipe.dropout,
                         help="default %(default)s (None: the recipe's model arguments)")
     parser.add_argument("--mhce-shortlist", type=int, metavar="N",
@@ -690,19 +692,27 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
 
 
-LR_SCHEDULES = ("inverse_sqrt", "linear")
+LR_SCHEDULES = ("inverse_sqrt", "linear", "linear-budget")
 SOFTMAX_KERNELS = ("eager", "compile", "torch", "liger", "cce")  # mhce_nmt.fused_softmax.KERNELS
 
 
 def schedule_overrides(args: argparse.Namespace) -> tuple[str, ...]:
     """``--lr``/``--dropout``/the schedule after the recipe's model arguments (fairseq keeps the
-    last value). linear = fairseq's polynomial_decay of power 1 from the peak to 0 at --max-update."""
+    last value). linear = fairseq's polynomial_decay of power 1 from the peak to 0 at --max-update;
+    linear-budget = the plugin's linear_budget, down to 0 at --max-update or at --train-minutes of
+    training, whichever comes first."""
     options: tuple[str, ...] = ()
     if args.lr_schedule == "linear":
         if not args.max_update:
             sys.exit("error: --lr-schedule linear decays to 0 at --max-update; give --max-update N")
         options += ("--lr-scheduler", "polynomial_decay", "--power", "1", "--end-learning-rate", "0",
                     "--total-num-update", str(args.max_update))
+    elif args.lr_schedule == "linear-budget":
+        if not args.max_update and not args.train_minutes:
+            sys.exit("error: --lr-schedule linear-budget decays to 0 at --max-update or --train-minutes, whichever "
+                     "comes first; give at least one of them")
+        options += ("--lr-scheduler", "linear_budget", "--end-learning-rate", "0",
+                    "--total-num-update", str(args.max_update or 0), "--budget-hours", f"{(args.train_minutes or 0) / 60:.4g}")
     if args.lr is not None:
         options += ("--lr", f"{args.lr:g}")
     if args.dropout is not None:

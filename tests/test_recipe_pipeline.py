@@ -401,3 +401,22 @@ def test_a_seed_other_than_1_gets_its_own_run_directory(tmp_path: Path) -> None:
     assert recipe_config(recipe, ["--mode", "mhe", "--seed", "1"]).run_dir.name == "spm16000-mhe"
     both = recipe_config(recipe, ["--mode", "mhe", "--mhce-tie-shortlist", "--seed", "3"])
     assert both.run_dir.name == "spm16000-mhe-tieshort-seed3"
+
+
+def test_lr_schedule_linear_budget_reaches_fairseq_with_both_budgets(tmp_path: Path) -> None:
+    """--lr-schedule linear-budget: the plugin's linear_budget ends at --max-update or at the time cap
+    (the same hours as --stop-time-hours); fairseq's own parser reads it; one of the two is needed."""
+    import mhce_nmt  # noqa: F401  (registers the plugin's architectures and schedule)
+    from fairseq import options
+
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, lr=2e-3, mhce_shortlist=64,
+                             max_update=3000, train_minutes=39.0)
+    cfg = recipe_config(recipe, ["--mode", "mhe", "--lr-schedule", "linear-budget"])
+    cmd = train_command(Path("/bin-dir"), tmp_path / "ckpt", cfg.train, 16000)
+    args = options.parse_args_and_arch(options.get_training_parser(), cmd[1:])
+    assert args.lr_scheduler == "linear_budget" and args.total_num_update == 3000 and args.end_learning_rate == 0
+    assert args.budget_hours == args.stop_time_hours == 0.65 and args.max_update == 3000
+    time_only = recipe_config(recipe, ["--lr-schedule", "linear-budget", "--max-update", "0"])
+    assert last_value(train_command(Path("/b"), tmp_path, time_only.train, 16000), "--total-num-update") == "0"
+    with pytest.raises(SystemExit, match="give at least one of them"):
+        recipe_config(recipe, ["--lr-schedule", "linear-budget", "--max-update", "0", "--train-minutes", "0"])

@@ -144,13 +144,13 @@ def test_merge_keeps_one_record_per_point_and_valid_curves_read_train_logs(tmp_p
 def test_benchmarks_keep_their_schedule_whatever_the_demo_uses(tmp_path: Path):
     from recipes.libreoffice_de_en import run as libreoffice
 
-    assert libreoffice.RECIPE.lr_schedule == "linear" and libreoffice.RECIPE.mhce_shortlist  # the demo's choices
+    assert libreoffice.RECIPE.lr_schedule == "linear-budget" and libreoffice.RECIPE.mhce_shortlist  # the demo's choices
     namespace = __import__("argparse").Namespace(
         work_dir=tmp_path, vocab_size=16000, max_update=100, warmup_updates=1000, max_tokens=4096, seed=1,
         train_minutes=0, batch_size=64, bf16=False, model="small", lr=1e-3, dropout=0.2)
     cfg, _ = bench.recipe_config(namespace)
     assert cfg.average_last == 0 and cfg.train.save_interval_updates == 0 and cfg.train.shortlist_args == ()
-    assert "polynomial_decay" not in cfg.train.model_args  # inverse_sqrt, whatever the demo decays with
+    assert {"polynomial_decay", "linear_budget"}.isdisjoint(cfg.train.model_args)  # inverse_sqrt, whatever the demo uses
     words = list(cfg.train.model_args)
     assert words[len(words) - 1 - words[::-1].index("--lr") + 1] == "0.001"
 

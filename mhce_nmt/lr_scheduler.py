@@ -54,7 +54,7 @@ class LinearBudgetSchedule(FairseqLRScheduler):
         super().__init__(cfg, optimizer)
         if not (cfg.total_num_update or 0) > 0 and not (cfg.budget_hours or 0) > 0:
             raise MHCEConfigError("--lr-scheduler linear_budget decays to its end after --total-num-update N updates "
-                              "or --budget-hours H hours of training: give one of them (> 0)")
+                                  "or --budget-hours H hours of training: give one of them (> 0)")
         if len(cfg.lr) > 1:
             raise MHCEConfigError("--lr-scheduler linear_budget takes one --lr (its peak), not a list; give one value")
         self.peak = cfg.lr[0]

@@ -3,7 +3,8 @@
 Importing the package (e.g. `--user-dir mhce_nmt`) registers the model `transformer_mhce` and its
 variants, the criteria `mhce_cross_entropy` and `fused_label_smoothed_cross_entropy` (fused softmax
 baselines), the task `translation_mhce` and the learning-rate schedule `linear_budget`, and applies the
-fixes in `mhce_nmt.compat` (checkpoint loading on torch >= 2.6, no dropped batches, DDP on CPU);
+fixes in `mhce_nmt.compat` (checkpoint loading on torch >= 2.6, no dropped batches, DDP on CPU, the
+trainer's clock for time-budgeted schedules);
 its configuration errors reach the user as one line (`mhce_nmt.errors`). The math lives in
 `mhce_nmt.codec` and `mhce_nmt.output` (plain torch; usable without fairseq).
 """
@@ -18,10 +19,11 @@ try:
 except ImportError:  # plain-torch use of codec/output without fairseq installed
     pass
 else:
-    from .compat import patch_fairseq_batching, patch_fairseq_cpu_ddp
+    from .compat import patch_fairseq_batching, patch_fairseq_cpu_ddp, patch_fairseq_trainer_clock
 
     patch_fairseq_batching()
     patch_fairseq_cpu_ddp()
+    patch_fairseq_trainer_clock()
     from . import criterion, fused_criterion, lr_scheduler, model, task  # noqa: F401  (registers with fairseq)
 
 __version__ = "0.1.0"

@@ -6,12 +6,16 @@ A run capped by time with an update-based decay stops wherever the cap falls (on
 machine, with the learning rate still high); decaying to 0 exactly at the budget is the schedule
 that budgeted training favours (Li, Yumer and Ramanan, ICLR 2020). With no time budget this is
 fairseq's ``polynomial_decay`` of power 1, update for update. With one, the learning rate depends
-on the wall clock, so two runs are not bit-for-bit alike. (No `from __future__ import annotations`:
-fairseq reads the config dataclass's annotations as types.)
+on the wall clock, so two runs are not bit-for-bit alike. Under fairseq-train the clock is the
+trainer's ``cumulative_training_time`` (``mhce_nmt.compat.patch_fairseq_trainer_clock``): the clock
+of ``--stop-time-hours``, resumes included, and the same on every worker of a distributed run.
+A budget that runs out inside the warm-up does not cut it short (with --stop-time-hours equal to the
+budget, fairseq stops the run there); after the warm-up, the learning rate is then the end one.
+(No `from __future__ import annotations`: fairseq reads the config dataclass's annotations as types.)
 """
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from fairseq.dataclass import FairseqDataclass
 from fairseq.optim.lr_scheduler import FairseqLRScheduler, register_lr_scheduler
@@ -48,7 +52,8 @@ def budget_progress(updates: int, seconds: float, warmup_updates: int, warmup_en
 @register_lr_scheduler("linear_budget", dataclass=LinearBudgetConfig)
 class LinearBudgetSchedule(FairseqLRScheduler):
     """lr = peak * u / W while u <= W; then end + (peak - end) * (1 - progress), progress from
-    :func:`budget_progress` (training seconds counted from this scheduler's start, across resumes)."""
+    :func:`budget_progress` in training seconds of `clock` (fairseq's trainer's, see :meth:`use_clock`;
+    standing alone, seconds since this scheduler was built)."""
 
     def __init__(self, cfg: LinearBudgetConfig, optimizer: Any) -> None:
         super().__init__(cfg, optimizer)
@@ -60,33 +65,32 @@ class LinearBudgetSchedule(FairseqLRScheduler):
         self.peak = cfg.lr[0]
         self.budget_s = (cfg.budget_hours or 0) * 3600
         self.total_updates = cfg.total_num_update or 0
-        self.previous_s = 0.0  # training seconds before a resume
-        self.started = time.monotonic()
+        started = time.monotonic()
+        self.clock: Callable[[], float] = lambda: time.monotonic() - started
         self.warmup_end_s: Optional[float] = None if cfg.warmup_updates > 0 else 0.0
         self.optimizer.set_lr(self.peak / cfg.warmup_updates if cfg.warmup_updates > 0 else self.peak)
 
-    def seconds(self) -> float:
-        """Training seconds so far, resumes included."""
-        return self.previous_s + time.monotonic() - self.started
+    def use_clock(self, clock: Callable[[], float]) -> None:
+        """Count training seconds with `clock` (fairseq's Trainer.cumulative_training_time)."""
+        self.clock = clock
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"best": self.best, "seconds": self.seconds(), "warmup_end_s": self.warmup_end_s}
+        return {"best": self.best, "warmup_end_s": self.warmup_end_s}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self.best = state_dict["best"]
-        self.previous_s, self.started = state_dict.get("seconds", 0.0), time.monotonic()
         self.warmup_end_s = state_dict.get("warmup_end_s", self.warmup_end_s)
 
     def step_update(self, num_updates: int) -> float:
         warmup = self.cfg.warmup_updates
         if warmup > 0 and num_updates <= warmup:
-            if num_updates == warmup:
-                self.warmup_end_s = self.seconds()  # the decay's line starts here
+            if num_updates == warmup and self.warmup_end_s is None:  # fairseq calls it again at epoch ends
+                self.warmup_end_s = self.clock()  # the decay's line starts here
             self.optimizer.set_lr(self.peak * num_updates / warmup)
             return self.optimizer.get_lr()
         if self.warmup_end_s is None:  # resumed past the warm-up from a state that never recorded its end
-            self.warmup_end_s = self.seconds()
-        done = budget_progress(num_updates, self.seconds(), warmup, self.warmup_end_s, self.total_updates,
+            self.warmup_end_s = self.clock()
+        done = budget_progress(num_updates, self.clock(), warmup, self.warmup_end_s, self.total_updates,
                                self.budget_s)
         self.optimizer.set_lr(self.cfg.end_learning_rate + (self.peak - self.cfg.end_learning_rate) * (1 - done))
         return self.optimizer.get_lr()

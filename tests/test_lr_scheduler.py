@@ -11,7 +11,6 @@ from fairseq.optim import FairseqOptimizer
 from fairseq.optim.lr_scheduler.polynomial_decay_schedule import (
     PolynomialDecayLRSchedule, PolynomialDecayLRScheduleConfig)
 
-from mhce_nmt import lr_scheduler
 from mhce_nmt.errors import MHCEConfigError
 from mhce_nmt.lr_scheduler import LinearBudgetConfig, LinearBudgetSchedule
 from test_bad_input import assert_one_clear_line
@@ -29,19 +28,23 @@ class SGDOptimizer(FairseqOptimizer):
 
 
 class StepClock:
-    """time.monotonic stand-in: `dt` seconds pass with every update."""
+    """A trainer's training-time clock in tests: `dt` seconds pass with every update."""
 
     def __init__(self, dt: float) -> None:
-        self.now, self.dt = 1000.0, dt
+        self.now, self.dt = 0.0, dt
 
     def __call__(self) -> float:
         return self.now
 
 
-def budget(warmup: int, updates: float, hours: float, end: float = 0.0) -> LinearBudgetSchedule:
+def budget(warmup: int, updates: float, hours: float, end: float = 0.0,
+           clock: StepClock | None = None) -> LinearBudgetSchedule:
     cfg = LinearBudgetConfig(warmup_updates=warmup, end_learning_rate=end, total_num_update=updates,
                              budget_hours=hours, lr=[PEAK])
-    return LinearBudgetSchedule(cfg, SGDOptimizer())
+    schedule = LinearBudgetSchedule(cfg, SGDOptimizer())
+    if clock is not None:
+        schedule.use_clock(clock)
+    return schedule
 
 
 def polynomial(warmup: int, updates: float, end: float = 0.0) -> PolynomialDecayLRSchedule:
@@ -67,36 +70,63 @@ def test_without_a_time_budget_it_is_fairseqs_polynomial_decay(warmup: int, end:
 
 
 @pytest.mark.parametrize("updates_cap", [0, 10_000])
-def test_a_time_budget_ends_the_decay_where_the_time_runs_out(monkeypatch, updates_cap: int) -> None:
+def test_a_time_budget_ends_the_decay_where_the_time_runs_out(updates_cap: int) -> None:
     """2 s per update and a budget of 100 s: warm-up ends at update 5 (10 s), the time runs out at
     update 50, so the schedule is polynomial_decay with total_num_update 50."""
     clock = StepClock(2.0)
-    monkeypatch.setattr(lr_scheduler.time, "monotonic", clock)
-    ours = budget(5, updates_cap, 100 / 3600)
+    ours = budget(5, updates_cap, 100 / 3600, clock=clock)
     assert rates(ours, 60, clock) == pytest.approx(rates(polynomial(5, 50), 60), rel=1e-9, abs=1e-15)
 
 
-def test_the_update_budget_wins_when_it_comes_first(monkeypatch) -> None:
+def test_the_update_budget_wins_when_it_comes_first() -> None:
     clock = StepClock(2.0)
-    monkeypatch.setattr(lr_scheduler.time, "monotonic", clock)
-    ours = budget(5, 30, 100 / 3600)  # 30 updates come at 60 s, before the 100 s budget
+    ours = budget(5, 30, 100 / 3600, clock=clock)  # 30 updates come at 60 s, before the 100 s budget
     assert rates(ours, 35, clock) == pytest.approx(rates(polynomial(5, 30), 35), rel=1e-9, abs=1e-15)
 
 
-def test_a_resume_continues_the_same_line(monkeypatch) -> None:
-    """Stopped at update 20, reloaded from its state after an hour's pause (not training time)."""
+def test_repeated_calls_at_the_end_of_the_warm_up_keep_the_line() -> None:
+    """fairseq calls step_update(W) again at an epoch's end and start (after validation and saving):
+    the line still starts where update W happened."""
     clock = StepClock(2.0)
-    monkeypatch.setattr(lr_scheduler.time, "monotonic", clock)
-    whole = rates(budget(5, 0, 100 / 3600), 60, clock)
-    clock.now = 1000.0
-    first = budget(5, 0, 100 / 3600)
+    ours = budget(5, 0, 100 / 3600, clock=clock)
+    head = rates(ours, 5, clock)
+    clock.now += 7.0  # validation and a checkpoint, then the next epoch's begin
+    ours.step_update(5)
+    clock.now -= 7.0  # (compare on the plain line: the 7 s would shift the time fraction)
+    assert head + rates(ours, 60, clock, first=6)[1:] == pytest.approx(rates(polynomial(5, 50), 60), rel=1e-9, abs=1e-15)
+
+
+def test_a_resume_continues_the_same_line() -> None:
+    """Stopped at update 20; a new scheduler loads the state, and the trainer's clock goes on from
+    where it stopped (fairseq restores its previous_training_time)."""
+    clock = StepClock(2.0)
+    whole = rates(budget(5, 0, 100 / 3600, clock=clock), 60, clock)
+    clock.now = 0.0
+    first = budget(5, 0, 100 / 3600, clock=clock)
     head = rates(first, 20, clock)
-    state = first.state_dict()
-    clock.now += 3600.0
-    second = budget(5, 0, 100 / 3600)
-    second.load_state_dict(state)
+    second = budget(5, 0, 100 / 3600, clock=clock)
+    second.load_state_dict(first.state_dict())
     tail = rates(second, 60, clock, first=21)[1:]
     assert head + tail == pytest.approx(whole, rel=1e-9, abs=1e-15)
+
+
+def test_fairseqs_trainer_hands_the_schedule_its_clock(toy_bin) -> None:
+    """The scheduler fairseq's Trainer builds reads the trainer's cumulative training time, resumed
+    time included (mhce_nmt.compat.patch_fairseq_trainer_clock)."""
+    import mhce_nmt  # noqa: F401
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.trainer import Trainer
+
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(toy_bin), "--task", "translation_mhce", "--arch", "transformer_mhce_tiny", "--criterion",
+        "mhce_cross_entropy", "--optimizer", "adam", "--lr", "1e-3", "--lr-scheduler", "linear_budget",
+        "--budget-hours", "1", "--cpu", "--max-tokens", "3000"])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    trainer = Trainer(cfg, task, task.build_model(cfg.model), task.build_criterion(cfg.criterion))
+    trainer._previous_training_time = 1000.0  # as after a resume
+    assert 1000.0 <= trainer.lr_scheduler.clock() <= trainer.cumulative_training_time()
 
 
 def test_without_any_budget_it_is_refused() -> None:

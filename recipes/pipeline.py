@@ -670,7 +670,8 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
                              "checkpoint_best)")
     parser.add_argument("--average-interval", type=int, default=recipe.average_interval, metavar="UPDATES",
                         help="default %(default)s")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1,
+                        help="training seed (default 1; another seed's run directory ends in -seedN)")
     parser.add_argument("--fp16", action="store_true", help="mixed precision (GPU only)")
     parser.add_argument("--softmax-kernel", choices=SOFTMAX_KERNELS, default="eager",
                         help="--mode softmax: eager (fairseq's label_smoothed_cross_entropy) or a fused linear + "

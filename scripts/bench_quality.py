@@ -95,15 +95,15 @@ DEFAULT_SETTINGS = "w1000-t4096-s1"
 
 
 def record_key(r: Dict[str, object]) -> Tuple[object, ...]:
-    """What makes two records the same point (records without settings used the defaults)."""
-    return (r["vocab"], r["method"], r["variant"], r["updates"], r.get("settings", DEFAULT_SETTINGS))
+    """What makes two records the same point (records without settings or seed used the defaults)."""
+    return (r["vocab"], r["method"], r["variant"], r["updates"], r.get("settings", DEFAULT_SETTINGS), r.get("seed", 1))
 
 
 def arm_scored(records: List[Dict[str, object]], arm: str, vocab: int, args: argparse.Namespace) -> bool:
     """True when every curve point of `arm` already has a record (nothing to train or decode)."""
     method, variant, _extra = ARMS[arm]
     have = {record_key(r) for r in records}
-    return all((vocab, method, variant, u, settings_tag(args)) in have
+    return all((vocab, method, variant, u, settings_tag(args), args.seed) in have
                for u in range(args.interval, args.max_update + 1, args.interval))
 
 
@@ -204,7 +204,7 @@ def score_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Name
         topk = args.topk_groups if method in ("mhe", "mhp") else "full"
         record: Dict[str, object] = {
             "vocab": vocab, "vocab_tag": cfg.vocab_tag, "method": method, "variant": variant,
-            "updates": updates, "settings": settings_tag(args),
+            "updates": updates, "settings": settings_tag(args), "seed": args.seed,
             "arm_options": " ".join(extra),
             "device": device_name(),
             "commit": code_version(),

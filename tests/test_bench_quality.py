@@ -89,7 +89,7 @@ def test_records_are_keyed_by_the_training_schedule():
     other = bench.parse_args(["--seed", "2", "--warmup-updates", "500"])
     assert bench.settings_tag(other) == "w500-t4096-s2"
     legacy = record("mhe", "", 500, 12.0)  # written before records carried their settings
-    assert bench.record_key(legacy) == (16004, "mhe", "", 500, "w1000-t4096-s1")
+    assert bench.record_key(legacy) == (16004, "mhe", "", 500, "w1000-t4096-s1", 1)
     assert bench.record_key(dict(legacy, settings="w500-t4096-s2")) != bench.record_key(legacy)
 
 
@@ -200,3 +200,9 @@ def test_a_recipe_summary_of_another_seed_keeps_its_variant_and_names_its_seed(t
     assert bench.curve_label(record) == "mhe/shortlist+tieshort seed 2 lenpen 2"
     with pytest.raises(SystemExit, match="trained with seed 2 but --settings w500-s1-fp32 names seed 1"):
         bench.main(["--recipe-summaries", str(tmp_path / "out.json"), str(path), "--settings", "w500-s1-fp32"])
+    seed1 = tmp_path / "seed1.json"
+    seed1.write_text(json.dumps({**summary, "arm": "mhe-tieshort", "seed": 1, "bleu": 27.9}))
+    (first,) = bench.main(["--recipe-summaries", str(tmp_path / "one.json"), str(seed1), "--settings", "demo"])
+    (second,) = bench.main(["--recipe-summaries", str(tmp_path / "two.json"), str(path), "--settings", "demo"])
+    merged = bench.main(["--merge", str(tmp_path / "both.json"), str(tmp_path / "one.json"), str(tmp_path / "two.json")])
+    assert sorted((r["seed"], r["bleu"]) for r in merged) == [(1, 27.9), (2, 28.1)]  # two seeds, two records

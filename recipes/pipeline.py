@@ -390,7 +390,6 @@ def average_last_checkpoints(cfg: Config) -> list[Path]:
     average_checkpoints(chosen, checkpoint_path(cfg))
     say("train", f"{checkpoint_path(cfg).name}: the mean of {', '.join(p.name for p in chosen)}")
     return chosen
-    say("train", ", ".join(f"{k}={v}" for k, v in stats.items()))
 
 
 def interval_median(text: str, key: str) -> float | None:

@@ -37,14 +37,14 @@ class LinearBudgetConfig(FairseqDataclass):
     lr: List[float] = II("optimization.lr")
 
 
-def budget_progress(updates: int, seconds: float, warmup_updates: int, warmup_end_s: Optional[float],
+def budget_progress(updates: int, seconds: float, warmup_updates: int, warmup_end_s: float,
                     total_updates: float, budget_s: float) -> float:
     """How much of the decay is done, in [0, 1]: the larger of the update fraction
     (u - W) / (U - W) and the time fraction (t - t_W) / (T - t_W), t_W the time warm-up ended."""
     done = 0.0
     if total_updates > 0:
         done = (updates - warmup_updates) / max(total_updates - warmup_updates, 1)
-    if budget_s > 0 and warmup_end_s is not None:
+    if budget_s > 0:
         done = max(done, 1.0 if warmup_end_s >= budget_s else (seconds - warmup_end_s) / (budget_s - warmup_end_s))
     return min(max(done, 0.0), 1.0)
 
@@ -57,14 +57,14 @@ class LinearBudgetSchedule(FairseqLRScheduler):
 
     def __init__(self, cfg: LinearBudgetConfig, optimizer: Any) -> None:
         super().__init__(cfg, optimizer)
-        if not (cfg.total_num_update or 0) > 0 and not (cfg.budget_hours or 0) > 0:
+        if not cfg.total_num_update > 0 and not cfg.budget_hours > 0:
             raise MHCEConfigError("--lr-scheduler linear_budget decays to its end after --total-num-update N updates "
                                   "or --budget-hours H hours of training: give one of them (> 0)")
         if len(cfg.lr) > 1:
             raise MHCEConfigError("--lr-scheduler linear_budget takes one --lr (its peak), not a list; give one value")
         self.peak = cfg.lr[0]
-        self.budget_s = (cfg.budget_hours or 0) * 3600
-        self.total_updates = cfg.total_num_update or 0
+        self.budget_s = cfg.budget_hours * 3600
+        self.total_updates = cfg.total_num_update
         started = time.monotonic()
         self.clock: Callable[[], float] = lambda: time.monotonic() - started
         self.warmup_end_s: Optional[float] = None if cfg.warmup_updates > 0 else 0.0

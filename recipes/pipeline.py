@@ -549,7 +549,8 @@ def stage_summary(cfg: Config) -> None:
     if cfg.dry_run:
         return
     summary: dict[str, object] = {
-        "pair": f"{cfg.src}-{cfg.tgt}", "mode": cfg.train.mode, "arm": cfg.train.arm, "seed": cfg.train.seed, "vocab": cfg.vocab_tag,
+        "pair": f"{cfg.src}-{cfg.tgt}", "mode": cfg.train.mode, "arm": cfg.train.arm, "seed": cfg.train.seed,
+        "vocab": cfg.vocab_tag,
         "autocast_bf16": cfg.train.autocast_bf16, "tail_order": cfg.tail_order, "data_pairs": {s: len(read_lines(cfg.data / f"{s}.{cfg.src}")) for s in SPLITS},
         "dictionary": {lang: dictionary_size(cfg.bin / f"dict.{lang}.txt") for lang in cfg.langs},
     }
@@ -712,7 +713,8 @@ def schedule_overrides(args: argparse.Namespace) -> tuple[str, ...]:
             sys.exit("error: --lr-schedule linear-budget decays to 0 at --max-update or --train-minutes, whichever "
                      "comes first; give at least one of them")
         options += ("--lr-scheduler", "linear_budget", "--end-learning-rate", "0",
-                    "--total-num-update", str(args.max_update or 0), "--budget-hours", f"{(args.train_minutes or 0) / 60:.4g}")
+                    "--total-num-update", str(args.max_update or 0),
+                    "--budget-hours", f"{(args.train_minutes or 0) / 60:.4g}")
     if args.lr is not None:
         options += ("--lr", f"{args.lr:g}")
     if args.dropout is not None:

@@ -27,7 +27,8 @@ from recipes.libreoffice_de_en.extract import add_extract_arguments, extract, fi
 # The demo's schedule for 39 minutes on 2 CPU cores (README, "Quickstart"): a higher peak learning
 # rate and lighter dropout than the recipe's base, decaying linearly to 0 at the end of the 39 minutes
 # (linear-budget; update 3,000 would end it first on a faster machine), so the run ends fully decayed
-# whatever the machine's speed, and the 1,024 most frequent ids scored directly. Training steps run under bf16 autocast (AVX512-BF16 here: more updates per minute).
+# whatever the machine's speed, and the 1,024 most frequent ids scored directly. Training steps run
+# under bf16 autocast (AVX512-BF16 or AMX: more updates per minute).
 # Beam search with length penalty 2.0: on the validation set it lifted the brevity penalty of the
 # demo's model from 0.924 to 0.995 and BLEU from 30.65 to 31.30 (1.5: 31.13).
 RECIPE = pipeline.Recipe(

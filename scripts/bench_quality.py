@@ -249,10 +249,55 @@ def markdown_table(records: Sequence[Dict[str, object]]) -> str:
 
 
 def plot(records: Sequence[Dict[str, object]], path: Path) -> None:
-    """BLEU against updates and against training minutes, one line per arm and vocabulary."""
+    """Learning curves where the records span several update counts; else one operating point."""
     import matplotlib
 
     matplotlib.use("Agg")
+    if len({r["updates"] for r in records}) > 1:
+        plot_curves(records, path)
+    else:
+        plot_operating_point(records, path)
+
+
+def arm_rows(records: Sequence[Dict[str, object]]) -> List[str]:
+    """The dot chart's rows, top to bottom: every arm (method[/variant]) once, in first-seen order."""
+    names = [r["method"] + (f"/{r['variant']}" if r["variant"] else "") for r in records]
+    return list(dict.fromkeys(names))
+
+
+def plot_operating_point(records: Sequence[Dict[str, object]], path: Path) -> None:
+    """Records of one update count (recipe runs): BLEU and brevity penalty per arm, one dot per
+    (seed, length penalty), so seeds show the run-to-run spread beside the arms' differences."""
+    import matplotlib.pyplot as plt
+
+    rows = arm_rows(records)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.9 + 0.45 * len(rows)), sharey=True)
+    marks = {1.0: "o", 2.0: "s"}
+    seeds = sorted({r.get("seed", 1) for r in records})
+    shown = set()
+    for r in records:
+        y = rows.index(r["method"] + (f"/{r['variant']}" if r["variant"] else ""))
+        seed, lenpen = r.get("seed", 1), float(r.get("lenpen") or 1.0)
+        key = (seed, lenpen)
+        style = dict(marker=marks.get(lenpen, "^"), color=f"C{seeds.index(seed) % 10}", linestyle="none",
+                     label=None if key in shown else f"seed {seed}, lenpen {lenpen:g}")
+        shown.add(key)
+        axes[0].plot([r["bleu"]], [y], **style)
+        axes[1].plot([r["bp"]], [y], **style)
+    axes[0].set_yticks(range(len(rows)), rows)
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel(f"test BLEU after {records[0]['updates']:,} updates")
+    axes[1].set_xlabel("brevity penalty")
+    axes[1].axvline(1.0, color="grey", linewidth=0.8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_curves(records: Sequence[Dict[str, object]], path: Path) -> None:
+    """BLEU against updates and against training minutes, one line per arm and vocabulary."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -384,9 +429,11 @@ def recipe_record(summary: Dict[str, object], settings: str) -> Dict[str, object
         sys.exit(f"error: a {summary.get('arm', summary['mode'])} summary was trained with seed {seed} but "
                  f"--settings {settings} names seed {named.group(1)}; give each seed's summaries their own --settings")
     arm = summary.get("arm", summary["mode"])  # softmax-liger: a fused kernel; mhe-tied: tied output rows
-    parts = ["shortlist"] if "shortlist" in str(summary.get("output", "")) else []
-    parts += ["ctx"] if summary.get("tail_order") == "context" else []  # tail grouped by context
     suffix = re.sub(r"-?seed\d+$", "", arm.partition("-")[2])  # mhe-tieshort-seed2 -> tieshort
+    size = re.search(r"(?:^|-)s(\d+)(?=-|$)", suffix)  # mhe-s4096: a shortlist other than the recipe's
+    suffix = re.sub(r"(?:^|-)s\d+(?=-|$)", "", suffix).strip("-")
+    parts = [f"shortlist{size.group(1) if size else ''}"] if "shortlist" in str(summary.get("output", "")) else []
+    parts += ["ctx"] if summary.get("tail_order") == "context" else []  # tail grouped by context
     variant = "+".join(parts + ([suffix] if suffix else []))
     keys = ("bleu", "chrf", "bp", "hyp_ref_ratio", "valid_ppl", "train_words_per_s", "decode_sentences_per_s",
             "decode_tokens_per_s", "lenpen", "beam", "bleu_signature", "bleu_detail")

@@ -157,7 +157,8 @@ def test_benchmarks_keep_their_schedule_whatever_the_demo_uses(tmp_path: Path):
 
 def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Path):
     """A recipe run's summary.json (fields as recipes/pipeline.py writes them) -> one record per
-    run; the same arm at two length penalties stays two curves."""
+    run; the same arm at two length penalties stays two curves; a shortlist other than the recipe's
+    (arm mhp-s4096) is named by its size."""
     def summary(mode, output, bleu, lenpen, arm=None):
         return {"tail_order": "context" if "context" in output else "frequency","pair": "de-en", "mode": mode, "arm": arm or mode, "vocab": "spm16000", "data_pairs": {"train": 9, "valid": 3, "test": 2000},
                 "dictionary": {"de": 16000, "en": 16000}, "num_updates": 2000, "train_words_per_s": 1500.0,
@@ -169,7 +170,9 @@ def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Pat
             ("softmax", "softmax", 28.0, 1.0), ("mhe", "mhe (shortlist 1024 + heads 123x122)", 27.8, 1.0),
             ("mhe", "mhe (shortlist 1024 + heads 123x122)", 28.5, 2.0),
             ("mhe-tied", "mhe (shortlist 1024 + heads 123x122, tied)", 28.6, 1.0),
-            ("mhe", "mhe (shortlist 1024 + heads 123x122, tail grouped by context)", 28.9, 2.0))):
+            ("mhe", "mhe (shortlist 1024 + heads 123x122, tail grouped by context)", 28.9, 2.0),
+            ("mhp-s4096", "mhp (shortlist 4096 + heads 110x109)", 28.2, 2.0),
+            ("mhe-tieshort-s2048-seed3", "mhe (shortlist 2048 + heads 119x118)", 28.4, 2.0))):
         files.append(tmp_path / f"s{i}.json")
         files[-1].write_text(json.dumps(summary(mode.split("-")[0], output, bleu, lenpen, arm=mode)))
     out = tmp_path / "demo.json"
@@ -179,7 +182,9 @@ def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Pat
                                   ("mhe", "shortlist", 2000, 27.8, 1.0, 16000, "demo-fp32"),
                                   ("mhe", "shortlist", 2000, 28.5, 2.0, 16000, "demo-fp32"),
                                   ("mhe", "shortlist+tied", 2000, 28.6, 1.0, 16000, "demo-fp32"),
-                                  ("mhe", "shortlist+ctx", 2000, 28.9, 2.0, 16000, "demo-fp32")]
+                                  ("mhe", "shortlist+ctx", 2000, 28.9, 2.0, 16000, "demo-fp32"),
+                                  ("mhp", "shortlist4096", 2000, 28.2, 2.0, 16000, "demo-fp32"),
+                                  ("mhe", "shortlist2048+tieshort", 2000, 28.4, 2.0, 16000, "demo-fp32")]
     table = out.with_suffix(".md").read_text()
     assert "| mhe/shortlist lenpen 2 |" in table and "| mhe/shortlist |" in table
     assert out.with_suffix(".png").exists()
@@ -206,3 +211,18 @@ def test_a_recipe_summary_of_another_seed_keeps_its_variant_and_names_its_seed(t
     (second,) = bench.main(["--recipe-summaries", str(tmp_path / "two.json"), str(path), "--settings", "demo"])
     merged = bench.main(["--merge", str(tmp_path / "both.json"), str(tmp_path / "one.json"), str(tmp_path / "two.json")])
     assert sorted((r["seed"], r["bleu"]) for r in merged) == [(1, 27.9), (2, 28.1)]  # two seeds, two records
+
+
+def test_records_of_one_update_count_draw_one_row_per_arm(tmp_path: Path, monkeypatch):
+    """Recipe runs share one update count: a dot chart with one row per arm (seeds and length
+    penalties are dots in it), not learning curves of single points; several counts draw curves."""
+    drawn = []
+    monkeypatch.setattr(bench, "plot_operating_point", lambda records, path: drawn.append("point"))
+    monkeypatch.setattr(bench, "plot_curves", lambda records, path: drawn.append("curves"))
+    one = [{"method": m, "variant": v, "updates": 2000, "seed": s, "lenpen": lp, "bleu": 28.0, "bp": 0.99}
+           for m, v, s, lp in (("softmax", "", 1, 1.0), ("mhe", "shortlist", 1, 2.0), ("softmax", "", 2, 2.0),
+                               ("mhp", "shortlist4096", 1, 1.0))]
+    assert bench.arm_rows(one) == ["softmax", "mhe/shortlist", "mhp/shortlist4096"]
+    bench.plot(one, tmp_path / "one.png")
+    bench.plot([*one, {**one[0], "updates": 1000}], tmp_path / "two.png")
+    assert drawn == ["point", "curves"]

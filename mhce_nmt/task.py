@@ -4,6 +4,8 @@ Under --print-alignment it keeps fairseq's exhaustive generator (the coarse-to-f
 no alignments) and says so in one logged warning; a data split with no sentences is a one-line
 MHCEConfigError naming the file, not an error deep inside fairseq's indexed dataset.
 --autocast-bf16 runs each training step under torch.autocast in bfloat16 (see autocast.py).
+Training on a CPU first tunes the process's oneDNN cache and malloc (cpu_runtime.py), unless
+--no-cpu-runtime-tuning.
 """
 
 import itertools
@@ -17,6 +19,7 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from .autocast import AutocastCriterion, training_autocast
+from .cpu_runtime import tune_cpu_runtime
 from .errors import MHCEConfigError
 from .generator import MHCESequenceGenerator
 from .output import FactoredOutput
@@ -38,6 +41,13 @@ class TranslationMHCEConfig(TranslationConfig):
                           "weights, optimizer state, validation and decoding stay fp32, and every "
                           "head's log-softmax runs in fp32. On a CPU it pays only with AVX512-BF16 "
                           "or AMX (warned otherwise). Not with --fp16/--bf16/--amp."},
+    )
+    no_cpu_runtime_tuning: bool = field(
+        default=False,
+        metadata={"help": "leave this process's oneDNN primitive cache and glibc malloc thresholds "
+                          "as they are; by default CPU training widens the cache to hold every batch "
+                          "shape's kernels and keeps freed tensor memory for reuse (values the user "
+                          "set in the environment are always kept)"},
     )
 
 
@@ -111,9 +121,19 @@ class TranslationMHCETask(TranslationTask):
         parse_topk_groups(cfg.mhe_topk_groups)  # malformed values fail before any model is loaded
         super().__init__(cfg, src_dict, tgt_dict)
 
+    _cpu_runtime_tuned = False  # once per process: the settings are process-wide
+
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         """fairseq's step; under --autocast-bf16 its forward (the criterion's call) runs inside
-        torch.autocast(bfloat16), the backward follows the dtypes the forward chose."""
+        torch.autocast(bfloat16), the backward follows the dtypes the forward chose. The first
+        step on a CPU tunes the process first (cpu_runtime.py)."""
+        if not TranslationMHCETask._cpu_runtime_tuned and not self.cfg.no_cpu_runtime_tuning:
+            TranslationMHCETask._cpu_runtime_tuned = True
+            if next(model.parameters()).device.type == "cpu":
+                settings = tune_cpu_runtime()
+                if settings:
+                    logger.info("CPU training: %s (--no-cpu-runtime-tuning leaves them as they were)",
+                                ", ".join(settings))
         if self.cfg.autocast_bf16:
             criterion = AutocastCriterion(criterion, training_autocast(model, optimizer, True))
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)

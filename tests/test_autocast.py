@@ -50,7 +50,7 @@ def test_the_task_step_runs_the_forward_under_autocast_even_inside_fairseqs_own(
 
     monkeypatch.setattr(torch.cuda.amp, "autocast", lambda enabled=True, **kw: torch.autocast("cpu", enabled=enabled))
     task = object.__new__(TranslationMHCETask)
-    task.cfg = SimpleNamespace(autocast_bf16=enabled)
+    task.cfg = SimpleNamespace(autocast_bf16=enabled, no_cpu_runtime_tuning=True)
     seen = []
 
     def criterion(model, sample):

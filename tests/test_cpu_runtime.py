@@ -1,0 +1,105 @@
+"""CPU training tunes its process: oneDNN keeps every batch shape's kernels (checked through
+oneDNN's own verbose log of cache hits), glibc keeps large freed blocks (checked through
+the page faults of a round of large tensors), what the user set is kept, and the task logs what it did."""
+import platform
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mhce_nmt import cpu_runtime
+from mhce_nmt.autocast import cpu_has_native_bf16
+
+from toy import CLI_ENV, train_args
+
+GLIBC = platform.libc_ver()[0] == "glibc"
+
+
+def test_the_onednn_cache_is_widened_unless_the_user_set_it():
+    env = {}
+    assert cpu_runtime.widen_onednn_cache(env) == "ONEDNN_PRIMITIVE_CACHE_CAPACITY=65536"
+    assert env == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "65536"}
+    for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "DNNL_PRIMITIVE_CACHE_CAPACITY"):
+        env = {name: "16"}
+        assert cpu_runtime.widen_onednn_cache(env) is None
+        assert env == {name: "16"}
+
+
+@pytest.mark.parametrize("env", [{"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, {"MALLOC_ARENA_MAX": "2"},
+                                 {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}])
+def test_malloc_is_left_alone_when_the_user_tuned_or_replaced_it(env):
+    assert cpu_runtime.user_set_malloc(env)
+    assert cpu_runtime.keep_freed_memory(env) is None
+
+
+def test_unrelated_settings_do_not_count_as_malloc_tuning():
+    assert not cpu_runtime.user_set_malloc({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2", "OMP_NUM_THREADS": "2"})
+
+
+def run_python(code: str, env: dict) -> str:
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+PAGE_FAULTS = """
+    import resource, torch
+    from mhce_nmt import cpu_runtime
+    if TUNE:
+        assert cpu_runtime.keep_freed_memory({})
+    def churn():  # pairs of 4, 8 or 16 MiB tensors, written, then freed, as a step's activations
+        for i in range(60):
+            x = torch.empty(1 << (20 + i % 3))
+            x.fill_(1.0)
+            y = x * 2
+            del x, y
+    churn()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    churn()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc is the one tuned")
+def test_freed_tensor_memory_is_reused_once_malloc_is_tuned():
+    """By default glibc hands large freed blocks back to the OS, so every new tensor's pages fault
+    in afresh (about 160,000 minor page faults a round here); tuned, they are reused."""
+    default = int(run_python("TUNE = False\n" + textwrap.dedent(PAGE_FAULTS), CLI_ENV))
+    tuned = int(run_python("TUNE = True\n" + textwrap.dedent(PAGE_FAULTS), CLI_ENV))
+    assert default > 1000 and tuned < default / 10, (default, tuned)
+
+
+SHAPE_SWEEPS = """
+    import os, torch
+    from mhce_nmt import cpu_runtime
+    torch.nn.functional.linear(torch.randn(8, 512), torch.randn(256, 512))  # fp32 first, as before training
+    if TUNE:
+        cpu_runtime.widen_onednn_cache(os.environ)
+    w = torch.randn(256, 512)
+    with torch.backends.mkldnn.verbose(2), torch.autocast("cpu", dtype=torch.bfloat16):  # 2: log creations
+        for sweep in range(2):
+            print(f"sweep {sweep}", flush=True)
+            for m in range(1, 1101):  # more shapes than oneDNN's default 1,024 cache entries
+                torch.nn.functional.linear(torch.randn(m, 512), w)
+"""
+
+
+def cache_hits_of_second_sweep(tune: bool) -> int:
+    log = run_python(f"TUNE = {tune}\n" + textwrap.dedent(SHAPE_SWEEPS), CLI_ENV)
+    second = log.partition("sweep 1")[2].splitlines()
+    assert sum("primitive,create:" in line for line in second) == 1100  # every product went through oneDNN
+    return sum("primitive,create:cache_hit" in line for line in second)
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="torch runs bf16 products through oneDNN on AVX512-BF16/AMX CPUs")
+def test_a_repeated_epoch_of_shapes_hits_the_widened_onednn_cache():
+    assert cache_hits_of_second_sweep(tune=False) == 0  # 1,100 shapes evict each other from 1,024 entries
+    assert cache_hits_of_second_sweep(tune=True) == 1100
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-cpu-runtime-tuning"]])
+def test_the_task_tunes_cpu_training_and_says_so_unless_told_not_to(toy_bin, tmp_path, cli, flag):
+    proc = cli.run("fairseq_cli.train", train_args(toy_bin, tmp_path, ["--mhce-mode", "mhe", *flag], updates=2))
+    said = "CPU training: ONEDNN_PRIMITIVE_CACHE_CAPACITY=65536" in proc.stdout + proc.stderr
+    assert said == (not flag)

@@ -130,10 +130,8 @@ class TranslationMHCETask(TranslationTask):
         if not TranslationMHCETask._cpu_runtime_tuned and not self.cfg.no_cpu_runtime_tuning:
             TranslationMHCETask._cpu_runtime_tuned = True
             if next(model.parameters()).device.type == "cpu":
-                settings = tune_cpu_runtime()
-                if settings:
-                    logger.info("CPU training: %s (--no-cpu-runtime-tuning leaves them as they were)",
-                                ", ".join(settings))
+                logger.info("CPU training: %s (--no-cpu-runtime-tuning leaves both alone)",
+                            "; ".join(tune_cpu_runtime()))
         if self.cfg.autocast_bf16:
             criterion = AutocastCriterion(criterion, training_autocast(model, optimizer, True))
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)

@@ -16,25 +16,34 @@ from toy import CLI_ENV, train_args
 GLIBC = platform.libc_ver()[0] == "glibc"
 
 
+#: the tests' processes start without any of the settings a user could have made
+CLEAN_ENV = {k: v for k, v in CLI_ENV.items()
+             if k not in ("LD_PRELOAD", "GLIBC_TUNABLES", cpu_runtime.ONEDNN_CACHE_ENV, cpu_runtime.ONEDNN_CACHE_ENV_OLD,
+                          *cpu_runtime.MALLOC_THRESHOLD_ENV)}
+
+
 def test_the_onednn_cache_is_widened_unless_the_user_set_it():
     env = {}
     assert cpu_runtime.widen_onednn_cache(env) == "ONEDNN_PRIMITIVE_CACHE_CAPACITY=65536"
     assert env == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "65536"}
     for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "DNNL_PRIMITIVE_CACHE_CAPACITY"):
         env = {name: "16"}
-        assert cpu_runtime.widen_onednn_cache(env) is None
+        assert cpu_runtime.widen_onednn_cache(env) == f"kept your {name}=16"
         assert env == {name: "16"}
 
 
-@pytest.mark.parametrize("env", [{"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, {"MALLOC_ARENA_MAX": "2"},
-                                 {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}])
-def test_malloc_is_left_alone_when_the_user_tuned_or_replaced_it(env):
-    assert cpu_runtime.user_set_malloc(env)
-    assert cpu_runtime.keep_freed_memory(env) is None
+@pytest.mark.parametrize("env, named", [
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=0"}, "glibc.malloc.trim_threshold"),
+    ({"MALLOC_MMAP_THRESHOLD_": "65536"}, "MALLOC_MMAP_THRESHOLD_"),
+    ({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}, "jemalloc")])
+def test_malloc_is_left_alone_when_the_user_set_its_thresholds_or_replaced_it(env, named):
+    said = cpu_runtime.keep_freed_memory(env)
+    assert said.startswith("kept your malloc settings") and named in said
 
 
-def test_unrelated_settings_do_not_count_as_malloc_tuning():
-    assert not cpu_runtime.user_set_malloc({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2", "OMP_NUM_THREADS": "2"})
+def test_settings_that_leave_the_thresholds_alone_do_not_count_as_the_users():
+    assert cpu_runtime.user_set_malloc({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "MALLOC_ARENA_MAX": "2",
+                                        "LD_PRELOAD": "/opt/intel/lib/libiomp5.so", "OMP_NUM_THREADS": "2"}) is None
 
 
 def run_python(code: str, env: dict) -> str:
@@ -47,7 +56,7 @@ PAGE_FAULTS = """
     import resource, torch
     from mhce_nmt import cpu_runtime
     if TUNE:
-        assert cpu_runtime.keep_freed_memory({})
+        assert cpu_runtime.keep_freed_memory({}).startswith("malloc mmap_threshold=")
     def churn():  # pairs of 4, 8 or 16 MiB tensors, written, then freed, as a step's activations
         for i in range(60):
             x = torch.empty(1 << (20 + i % 3))
@@ -65,8 +74,8 @@ PAGE_FAULTS = """
 def test_freed_tensor_memory_is_reused_once_malloc_is_tuned():
     """By default glibc hands large freed blocks back to the OS, so every new tensor's pages fault
     in afresh (about 160,000 minor page faults a round here); tuned, they are reused."""
-    default = int(run_python("TUNE = False\n" + textwrap.dedent(PAGE_FAULTS), CLI_ENV))
-    tuned = int(run_python("TUNE = True\n" + textwrap.dedent(PAGE_FAULTS), CLI_ENV))
+    default = int(run_python("TUNE = False\n" + textwrap.dedent(PAGE_FAULTS), CLEAN_ENV))
+    tuned = int(run_python("TUNE = True\n" + textwrap.dedent(PAGE_FAULTS), CLEAN_ENV))
     assert default > 1000 and tuned < default / 10, (default, tuned)
 
 
@@ -86,7 +95,7 @@ SHAPE_SWEEPS = """
 
 
 def cache_hits_of_second_sweep(tune: bool) -> int:
-    log = run_python(f"TUNE = {tune}\n" + textwrap.dedent(SHAPE_SWEEPS), CLI_ENV)
+    log = run_python(f"TUNE = {tune}\n" + textwrap.dedent(SHAPE_SWEEPS), CLEAN_ENV)
     second = log.partition("sweep 1")[2].splitlines()
     assert sum("primitive,create:" in line for line in second) == 1100  # every product went through oneDNN
     return sum("primitive,create:cache_hit" in line for line in second)
@@ -101,5 +110,13 @@ def test_a_repeated_epoch_of_shapes_hits_the_widened_onednn_cache():
 @pytest.mark.parametrize("flag", [[], ["--no-cpu-runtime-tuning"]])
 def test_the_task_tunes_cpu_training_and_says_so_unless_told_not_to(toy_bin, tmp_path, cli, flag):
     proc = cli.run("fairseq_cli.train", train_args(toy_bin, tmp_path, ["--mhce-mode", "mhe", *flag], updates=2))
-    said = "CPU training: ONEDNN_PRIMITIVE_CACHE_CAPACITY=65536" in proc.stdout + proc.stderr
-    assert said == (not flag)
+    said = [line for line in (proc.stdout + proc.stderr).splitlines() if "CPU training:" in line]
+    if flag:
+        assert said == []
+    else:
+        assert len(said) == 1  # once per process, not once per step
+        users = cpu_runtime.user_set_malloc(CLI_ENV)  # a developer's own settings are kept
+        expected = (cpu_runtime.widen_onednn_cache(dict(CLI_ENV)),
+                    "kept your malloc settings" if users else
+                    "malloc mmap_threshold=33554432 trim_threshold=1073741824" if GLIBC else "malloc left alone")
+        assert all(part in said[0] for part in expected), said[0]

@@ -1,6 +1,6 @@
 """CPU training tunes its process: oneDNN keeps every batch shape's kernels (checked through
 oneDNN's own verbose log of cache hits), glibc keeps large freed blocks (checked through
-the page faults of a round of large tensors), what the user set is kept, and the task logs what it did."""
+malloc's own accounting, mallinfo2), what the user set is kept, and the task logs what it did."""
 import platform
 import subprocess
 import sys
@@ -46,37 +46,46 @@ def test_settings_that_leave_the_thresholds_alone_do_not_count_as_the_users():
                                         "LD_PRELOAD": "/opt/intel/lib/libiomp5.so", "OMP_NUM_THREADS": "2"}) is None
 
 
-def run_python(code: str, env: dict) -> str:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True)
+def run_script(script: str, tune: bool) -> str:
+    """stdout of `script` (which reads TUNE) in a fresh interpreter without the user's settings."""
+    code = f"TUNE = {tune}\n" + textwrap.dedent(script)
+    proc = subprocess.run([sys.executable, "-c", code], env=CLEAN_ENV, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
 
-PAGE_FAULTS = """
-    import resource, torch
+MALLOC_ACCOUNTING = """
+    import ctypes, torch
     from mhce_nmt import cpu_runtime
+    class MallInfo2(ctypes.Structure):  # glibc >= 2.33
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = MallInfo2
     if TUNE:
         assert cpu_runtime.keep_freed_memory({}).startswith("malloc mmap_threshold=")
-    def churn():  # pairs of 4, 8 or 16 MiB tensors, written, then freed, as a step's activations
-        for i in range(60):
-            x = torch.empty(1 << (20 + i % 3))
-            x.fill_(1.0)
-            y = x * 2
-            del x, y
-    churn()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    churn()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    MiB = 1 << 20
+    mapped_before = libc.mallinfo2().hblkhd
+    x = torch.empty(6 << 20).fill_(1.0)  # 24 MiB, as one of a step's activations
+    mapped = libc.mallinfo2().hblkhd - mapped_before
+    del x
+    print(mapped // MiB, libc.mallinfo2().fordblks // MiB)
 """
 
 
-@pytest.mark.skipif(not GLIBC, reason="glibc's malloc is the one tuned")
-def test_freed_tensor_memory_is_reused_once_malloc_is_tuned():
-    """By default glibc hands large freed blocks back to the OS, so every new tensor's pages fault
-    in afresh (about 160,000 minor page faults a round here); tuned, they are reused."""
-    default = int(run_python("TUNE = False\n" + textwrap.dedent(PAGE_FAULTS), CLEAN_ENV))
-    tuned = int(run_python("TUNE = True\n" + textwrap.dedent(PAGE_FAULTS), CLEAN_ENV))
-    assert default > 1000 and tuned < default / 10, (default, tuned)
+def mallinfo2_available() -> bool:
+    import ctypes
+    return GLIBC and hasattr(ctypes.CDLL(None), "mallinfo2")
+
+
+@pytest.mark.skipif(not mallinfo2_available(), reason="glibc's malloc (2.33 or newer, for mallinfo2) is the one tuned")
+def test_freed_tensor_memory_is_kept_for_reuse_once_malloc_is_tuned():
+    """By default glibc maps a 24 MiB tensor on its own and unmaps it when freed, so the next one
+    faults its pages in afresh; tuned, it comes from the heap and stays there, free, for the next."""
+    default = [int(n) for n in run_script(MALLOC_ACCOUNTING, tune=False).split()]
+    tuned = [int(n) for n in run_script(MALLOC_ACCOUNTING, tune=True).split()]
+    assert default[0] == 24 and default[1] < 24, default  # (MiB mapped for it, MiB kept free after del)
+    assert tuned[0] == 0 and tuned[1] >= 24, tuned
 
 
 SHAPE_SWEEPS = """
@@ -95,7 +104,7 @@ SHAPE_SWEEPS = """
 
 
 def cache_hits_of_second_sweep(tune: bool) -> int:
-    log = run_python(f"TUNE = {tune}\n" + textwrap.dedent(SHAPE_SWEEPS), CLEAN_ENV)
+    log = run_script(SHAPE_SWEEPS, tune)
     second = log.partition("sweep 1")[2].splitlines()
     assert sum("primitive,create:" in line for line in second) == 1100  # every product went through oneDNN
     return sum("primitive,create:cache_hit" in line for line in second)

@@ -67,5 +67,6 @@ def training_autocast(model: nn.Module, optimizer: object, enabled: bool) -> Con
         _cpu_checked = True
         if not cpu_has_native_bf16():
             logger.warning("--autocast-bf16: this CPU has neither AVX512-BF16 nor AMX, so bf16 products "
-                           "are emulated and training is slower than fp32; drop --autocast-bf16 here.")
+                           "are emulated and training is many times slower than fp32 (34x on a 2-core AVX2 AMD EPYC); "
+                           "drop --autocast-bf16 here.")
     return torch.autocast(device_type, dtype=torch.bfloat16)

@@ -90,6 +90,7 @@ class Recipe:
     average_last: int = 0  # decode the mean of the last N checkpoints (0 or 1: checkpoint_best)
     average_interval: int = 200  # updates between the averaged checkpoints
     autocast_bf16: bool = False  # train under torch.autocast(bfloat16) (the plugin task's --autocast-bf16)
+    # where it pays: on a GPU, or a CPU with AVX512-BF16 or AMX (elsewhere bf16 is emulated, slower than fp32)
     tail_order: str = "frequency"  # mhe/mhp tail ids: fairseq's frequency order, or "context" (recipes/tail_order.py)
 
 
@@ -114,6 +115,7 @@ class Config:
     spm_alpha: float = 0.1
     tail_order: str = "frequency"
     shortlist: int = 0
+    precision_note: str = ""  # why training runs in the precision it does, when the recipe chose it
     force: bool = False
     dry_run: bool = False
 
@@ -362,6 +364,8 @@ def stage_train(cfg: Config) -> None:
             write_json(marker, {**trained, "averaged": [p.name for p in average_last_checkpoints(cfg)]})
         return
     cmd = train_command(cfg.bin, cfg.checkpoints, cfg.train, target_vocab_size(cfg))
+    if cfg.precision_note:
+        say("train", cfg.precision_note)
     if cfg.dry_run:
         run(cmd, dry_run=True)
         return
@@ -677,9 +681,10 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
                         help="--mode softmax: eager (fairseq's label_smoothed_cross_entropy) or a fused linear + "
                              "loss kernel of fused_label_smoothed_cross_entropy (liger and cce: CUDA and their "
                              "packages) (default %(default)s)")
-    parser.add_argument("--autocast-bf16", action=argparse.BooleanOptionalAction, default=recipe.autocast_bf16,
+    parser.add_argument("--autocast-bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="train under torch.autocast in bfloat16 (matrix products in bf16, weights fp32; "
-                             "pays on CPUs with AVX512-BF16 or AMX) (default %(default)s)")
+                             "pays on GPUs and on CPUs with AVX512-BF16 or AMX) (default: "
+                             + ("on where it pays, else fp32)" if recipe.autocast_bf16 else "off)"))
     parser.add_argument("--log-format", choices=("tqdm", "simple"),
                         help="fairseq progress display (default tqdm on a terminal, else simple)")
     parser.add_argument("--beam", type=int, default=5)
@@ -743,6 +748,21 @@ def shortlist_tag(args: argparse.Namespace, recipe: Recipe) -> str:
     return f"-s{args.mhce_shortlist}" if given and args.mode in COARSE_TO_FINE_MODES else ""
 
 
+def training_precision(asked: bool | None, recipe_wants_bf16: bool, gpu: bool) -> tuple[bool, str]:
+    """(bf16 autocast on?, why): --autocast-bf16/--no-autocast-bf16 as given; else the recipe's
+    bf16 where it pays (a GPU, or a CPU with native bf16), fp32 on other CPUs, with the reason."""
+    from mhce_nmt.autocast import cpu_has_native_bf16
+
+    if asked is not None:
+        return asked, ""
+    if not recipe_wants_bf16:
+        return False, ""
+    if gpu or cpu_has_native_bf16():
+        return True, "bf16 autocast (the recipe's default where it pays; --no-autocast-bf16 trains in fp32)"
+    return False, ("fp32: this CPU has neither AVX512-BF16 nor AMX, where bf16 autocast is emulated and slower "
+                   "(--autocast-bf16 forces it)")
+
+
 def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
     """Turn parsed options into a :class:`Config`."""
     import torch
@@ -784,6 +804,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
     if args.fp16 and args.autocast_bf16:
         sys.exit("error: --fp16 and --autocast-bf16 are two kinds of mixed precision; give --no-autocast-bf16 "
                  "with --fp16")
+    autocast_bf16, precision_note = training_precision(args.autocast_bf16, recipe.autocast_bf16 and not args.fp16, gpu)
     vocab_size = args.vocab_size or (recipe.word_vocab_size if args.word_level else recipe.vocab_size)
     settings = TrainSettings(
         mode=args.mode, base_arch=recipe.base_arch,
@@ -793,7 +814,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         keep_interval_updates=args.average_last if args.average_last > 1 else 0,
         max_tokens=args.max_tokens, max_update=args.max_update,
         stop_time_hours=args.train_minutes / 60 if args.train_minutes else None, seed=args.seed,
-        cpu=not gpu, fp16=args.fp16 and gpu, autocast_bf16=args.autocast_bf16, softmax_kernel=args.softmax_kernel,
+        cpu=not gpu, fp16=args.fp16 and gpu, autocast_bf16=autocast_bf16, softmax_kernel=args.softmax_kernel,
         mhe_tied=mhe_tied and args.mode == "mhe", mhce_embed_dim=args.mhce_embed_dim,
         tie_shortlist=args.mhce_tie_shortlist,
         share_all=args.share_all_embeddings, shortlist_tag=shortlist_tag(args, recipe),
@@ -805,7 +826,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         workers=args.workers, beam=args.beam, batch_size=args.batch_size,
         topk_groups=args.topk_groups, lenpen=args.lenpen, average_last=args.average_last,
         spm_samples=args.spm_samples, spm_alpha=args.spm_alpha, tail_order=args.tail_order,
-        shortlist=shortlist_size(args, recipe),
+        shortlist=shortlist_size(args, recipe), precision_note=precision_note,
         force=args.force,
         dry_run=args.dry_run,
     )

@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mhce_nmt import autocast  # noqa: E402
 from recipes import pipeline  # noqa: E402
 from recipes.commands import (  # noqa: E402
     USER_DIR, TrainSettings, adaptive_cutoffs, generate_command, mhce_arch, train_command,
@@ -168,7 +170,8 @@ def test_generate_commands_per_mode() -> None:
     ],
 )
 def test_dry_run_prints_every_command(recipe, expected: list[str], tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+                                      capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    monkeypatch.setattr(autocast, "cpu_has_native_bf16", lambda: True)  # the demo's bf16 on a CPU that has it
     work = tmp_path / "work"
     recipe.main(["--dry-run", "--work-dir", str(work)])
     out = capsys.readouterr().out
@@ -240,12 +243,13 @@ def test_fairseq_itself_keeps_the_last_lr_and_dropout(tmp_path: Path) -> None:
         recipe_config(pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path), ["--lr-schedule", "linear"])
 
 
-def test_autocast_bf16_reaches_fairseq_train_for_every_mode(tmp_path: Path) -> None:
-    """The demo trains under bf16 autocast; stock models then train with the plugin's task (whose
-    training step applies it), and fairseq's own parser accepts the command."""
+def test_autocast_bf16_reaches_fairseq_train_for_every_mode(tmp_path: Path, monkeypatch) -> None:
+    """The demo trains under bf16 autocast where it pays; stock models then train with the plugin's
+    task (whose training step applies it), and fairseq's own parser accepts the command."""
     import mhce_nmt  # noqa: F401  (registers the plugin's task options)
     from fairseq import options
 
+    monkeypatch.setattr(autocast, "cpu_has_native_bf16", lambda: True)
     assert libreoffice.RECIPE.autocast_bf16
     recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, autocast_bf16=True)
     for mode in ("mhe", "softmax", "adaptive"):
@@ -258,7 +262,25 @@ def test_autocast_bf16_reaches_fairseq_train_for_every_mode(tmp_path: Path) -> N
     cmd = train_command(off.bin, off.checkpoints, off.train, 16000)
     assert "--autocast-bf16" not in cmd and last_value(cmd, "--task") == "translation"
     with pytest.raises(SystemExit, match="--fp16 and --autocast-bf16"):
-        recipe_config(recipe, ["--fp16"])
+        recipe_config(recipe, ["--fp16", "--autocast-bf16"])
+
+
+def test_the_recipes_bf16_falls_back_to_fp32_on_a_cpu_without_native_bf16(tmp_path: Path, monkeypatch,
+                                                                           capsys) -> None:
+    """Emulated bf16 is slower than fp32: there the recipe's default trains in fp32 and says why;
+    --autocast-bf16 still forces it, and a recipe without bf16 stays fp32 without a word."""
+    monkeypatch.setattr(autocast, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    wants = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, autocast_bf16=True)
+    cfg = recipe_config(wants, ["--mode", "mhe", "--dry-run"])
+    assert not cfg.train.autocast_bf16 and "neither AVX512-BF16 nor AMX" in cfg.precision_note
+    assert "--autocast-bf16" not in train_command(cfg.bin, cfg.checkpoints, cfg.train, 16000)
+    forced = recipe_config(wants, ["--mode", "mhe", "--autocast-bf16"])
+    assert forced.train.autocast_bf16 and forced.precision_note == ""
+    plain = recipe_config(pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path), ["--mode", "mhe"])
+    assert not plain.train.autocast_bf16 and plain.precision_note == ""
+    fp16 = recipe_config(wants, ["--mode", "mhe", "--fp16"])  # fp16 is its own mixed precision
+    assert not fp16.train.autocast_bf16
 
 
 @pytest.mark.parametrize("mode", ["mhe", "adaptive"])

@@ -55,6 +55,11 @@ class TrainSettings:
     log_interval: int = 10
 
     @property
+    def precision(self) -> str:
+        """What training computes in: "fp16" (CUDA mixed precision), "bf16 autocast" or "fp32"."""
+        return "fp16" if self.fp16 else "bf16 autocast" if self.autocast_bf16 else "fp32"
+
+    @property
     def arm(self) -> str:
         """The run's name: the mode, and the fused kernel of a softmax that has one (softmax-liger),
         or -tied / -eE for a tied mhe or one of label-embedding width E (mhe-tied, mhe-e64), then

@@ -89,8 +89,7 @@ class Recipe:
     lenpen: float = 1.0  # beam search length penalty (fairseq's --lenpen: > 1 favours longer output)
     average_last: int = 0  # decode the mean of the last N checkpoints (0 or 1: checkpoint_best)
     average_interval: int = 200  # updates between the averaged checkpoints
-    autocast_bf16: bool = False  # train under torch.autocast(bfloat16) (the plugin task's --autocast-bf16)
-    # where it pays: on a GPU, or a CPU with AVX512-BF16 or AMX (elsewhere bf16 is emulated, slower than fp32)
+    autocast_bf16: bool = False  # bf16 autocast (the task's --autocast-bf16) where it pays: a GPU or a native-bf16 CPU
     tail_order: str = "frequency"  # mhe/mhp tail ids: fairseq's frequency order, or "context" (recipes/tail_order.py)
 
 
@@ -380,7 +379,7 @@ def stage_train(cfg: Config) -> None:
     stats = parse_train_log(cfg.checkpoints / "train.log")
     if cfg.average_last > 1:
         stats["averaged"] = [path.name for path in average_last_checkpoints(cfg)]
-    write_json(marker, {"mode": cfg.train.mode, "session_wall_s": round(time.perf_counter() - start, 1), **stats})
+    write_json(marker, {"mode": cfg.train.mode, "precision": cfg.train.precision, "session_wall_s": round(time.perf_counter() - start, 1), **stats})
 
 
 def average_last_checkpoints(cfg: Config) -> list[Path]:
@@ -555,10 +554,12 @@ def stage_summary(cfg: Config) -> None:
     summary: dict[str, object] = {
         "pair": f"{cfg.src}-{cfg.tgt}", "mode": cfg.train.mode, "arm": cfg.train.arm, "seed": cfg.train.seed,
         "vocab": cfg.vocab_tag,
-        "autocast_bf16": cfg.train.autocast_bf16, "tail_order": cfg.tail_order, "data_pairs": {s: len(read_lines(cfg.data / f"{s}.{cfg.src}")) for s in SPLITS},
+        "tail_order": cfg.tail_order, "data_pairs": {s: len(read_lines(cfg.data / f"{s}.{cfg.src}")) for s in SPLITS},
         "dictionary": {lang: dictionary_size(cfg.bin / f"dict.{lang}.txt") for lang in cfg.langs},
     }
     train = load_json(cfg.run_dir / "train.json")
+    summary["precision"] = train.get("precision", cfg.train.precision)  # the training run's (older runs: today's flags)
+    summary["autocast_bf16"] = summary["precision"] == "bf16 autocast"
     summary.update({k: train[k] for k in ("model_params",) if k in train})
     if checkpoint_path(cfg).exists():
         summary["output_layer_params"] = output_layer_params(checkpoint_path(cfg))
@@ -801,9 +802,11 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
                  "--separate-vocab, no --word-level, and no --mhce-heads/--mhce-num-heads in the model arguments")
     if args.softmax_kernel != "eager" and args.mode != "softmax":
         sys.exit(f"error: --softmax-kernel applies to --mode softmax, not {args.mode}; drop the option")
+    if args.fp16 and not gpu:
+        sys.exit("error: --fp16 is CUDA mixed precision and no GPU is visible; drop it (on a CPU, --autocast-bf16 "
+                 "pays where the CPU has AVX512-BF16 or AMX)")
     if args.fp16 and args.autocast_bf16:
-        sys.exit("error: --fp16 and --autocast-bf16 are two kinds of mixed precision; give --no-autocast-bf16 "
-                 "with --fp16")
+        sys.exit("error: --fp16 and --autocast-bf16 are two kinds of mixed precision; drop one of them")
     autocast_bf16, precision_note = training_precision(args.autocast_bf16, recipe.autocast_bf16 and not args.fp16, gpu)
     vocab_size = args.vocab_size or (recipe.word_vocab_size if args.word_level else recipe.vocab_size)
     settings = TrainSettings(
@@ -814,7 +817,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         keep_interval_updates=args.average_last if args.average_last > 1 else 0,
         max_tokens=args.max_tokens, max_update=args.max_update,
         stop_time_hours=args.train_minutes / 60 if args.train_minutes else None, seed=args.seed,
-        cpu=not gpu, fp16=args.fp16 and gpu, autocast_bf16=autocast_bf16, softmax_kernel=args.softmax_kernel,
+        cpu=not gpu, fp16=args.fp16, autocast_bf16=autocast_bf16, softmax_kernel=args.softmax_kernel,
         mhe_tied=mhe_tied and args.mode == "mhe", mhce_embed_dim=args.mhce_embed_dim,
         tie_shortlist=args.mhce_tie_shortlist,
         share_all=args.share_all_embeddings, shortlist_tag=shortlist_tag(args, recipe),

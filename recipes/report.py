@@ -15,7 +15,7 @@ ROWS = (
     ("checkpoint", "decoded checkpoint", "str"),
     ("wall_s", "training time (wall clock)", "minutes"),
     ("train_words_per_s", "training speed (target words/s)", "float1"),
-    ("autocast_bf16", "training precision", "precision"),
+    ("precision", "training precision", "str"),
     ("valid_ppl", "validation perplexity (last checkpoint)", "float2"),
     ("bleu", "test BLEU", "float2"),
     ("chrf", "test chrF", "float2"),
@@ -34,8 +34,6 @@ def _cell(kind: str, value: object, summary: Mapping[str, object]) -> str:
         return f"{int(value):,}"
     if kind == "minutes":
         return f"{float(value) / 60:.1f} min"
-    if kind == "precision":
-        return "bf16 autocast" if value else "fp32"
     if kind == "bp":
         ratio = summary.get("hyp_ref_ratio")
         return f"{float(value):.3f}" + (f" ({float(ratio):.3f})" if ratio is not None else "")

@@ -1,6 +1,7 @@
 """CPU training tunes its process: oneDNN keeps every batch shape's kernels (checked through
 oneDNN's own verbose log of cache hits), glibc keeps large freed blocks (checked through
 malloc's own accounting, mallinfo2), what the user set is kept, and the task logs what it did."""
+import ctypes
 import platform
 import subprocess
 import sys
@@ -18,7 +19,7 @@ GLIBC = platform.libc_ver()[0] == "glibc"
 
 #: the tests' processes start without any of the settings a user could have made
 CLEAN_ENV = {k: v for k, v in CLI_ENV.items()
-             if k not in ("LD_PRELOAD", "GLIBC_TUNABLES", cpu_runtime.ONEDNN_CACHE_ENV, cpu_runtime.ONEDNN_CACHE_ENV_OLD,
+             if k not in ("LD_PRELOAD", "GLIBC_TUNABLES", "THP_MEM_ALLOC_ENABLE", cpu_runtime.ONEDNN_CACHE_ENV, cpu_runtime.ONEDNN_CACHE_ENV_OLD,
                           *cpu_runtime.MALLOC_THRESHOLD_ENV)}
 
 
@@ -74,7 +75,7 @@ MALLOC_ACCOUNTING = """
 
 
 def mallinfo2_available() -> bool:
-    import ctypes
+    """glibc 2.33 or newer (mallinfo2 reports sizes past 2 GiB, as size_t)."""
     return GLIBC and hasattr(ctypes.CDLL(None), "mallinfo2")
 
 

@@ -95,7 +95,7 @@ def test_pipeline_end_to_end(tmp_path: Path, mode: str, capfd: pytest.CaptureFix
     summary = json.loads((cfg.run_dir / "summary.json").read_text())
     assert summary["data_pairs"] == {"train": 400, "valid": 30, "test": 40}
     assert summary["mode"] == mode and summary["output_layer_params"] > 0
-    assert summary["decode_sentences_per_s"] > 0
+    assert summary["decode_sentences_per_s"] > 0 and summary["precision"] == train["precision"] == "fp32"
 
     pipeline.main(recipe, argv)  # every stage's outputs exist now: nothing runs again
     out = capfd.readouterr().out
@@ -105,6 +105,10 @@ def test_pipeline_end_to_end(tmp_path: Path, mode: str, capfd: pytest.CaptureFix
     pipeline.main(recipe, argv)
     out = capfd.readouterr().out
     assert "+ fairseq" not in out and out.count("inputs changed since the last run") == 2
+
+    (cfg.run_dir / "gen" / "hyp.txt").touch()  # a summary redone under other flags keeps the training's precision
+    pipeline.main(recipe, [*argv, "--autocast-bf16"])
+    assert json.loads((cfg.run_dir / "summary.json").read_text())["precision"] == "fp32"
 
 
 def test_ordered_hypotheses_restores_order_and_counts() -> None:
@@ -261,26 +265,45 @@ def test_autocast_bf16_reaches_fairseq_train_for_every_mode(tmp_path: Path, monk
     off = recipe_config(recipe, ["--mode", "softmax", "--no-autocast-bf16"])
     cmd = train_command(off.bin, off.checkpoints, off.train, 16000)
     assert "--autocast-bf16" not in cmd and last_value(cmd, "--task") == "translation"
-    with pytest.raises(SystemExit, match="--fp16 and --autocast-bf16"):
+    with pytest.raises(SystemExit, match="--fp16 is CUDA mixed precision and no GPU is visible"):
+        recipe_config(recipe, ["--fp16"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(SystemExit, match="--fp16 and --autocast-bf16 are two kinds of mixed precision"):
         recipe_config(recipe, ["--fp16", "--autocast-bf16"])
+    fp16 = recipe_config(recipe, ["--fp16"])  # fp16 is its own mixed precision: the recipe's bf16 steps aside
+    assert fp16.train.precision == "fp16" and "--autocast-bf16" not in train_command(
+        fp16.bin, fp16.checkpoints, fp16.train, 16000)
 
 
-def test_the_recipes_bf16_falls_back_to_fp32_on_a_cpu_without_native_bf16(tmp_path: Path, monkeypatch,
-                                                                           capsys) -> None:
-    """Emulated bf16 is slower than fp32: there the recipe's default trains in fp32 and says why;
-    --autocast-bf16 still forces it, and a recipe without bf16 stays fp32 without a word."""
+@pytest.mark.parametrize("native_bf16", [False, True])
+@pytest.mark.parametrize("gpu", [False, True])
+def test_the_recipes_bf16_default_applies_where_it_pays(monkeypatch, native_bf16: bool, gpu: bool) -> None:
+    """Asked for or refused, bf16 autocast is as given; the recipe's default is bf16 on a GPU or a
+    CPU with native bf16 and fp32 (with the reason) elsewhere; a recipe without bf16 stays fp32."""
+    monkeypatch.setattr(autocast, "cpu_has_native_bf16", lambda: native_bf16)
+    for asked in (True, False):
+        assert pipeline.training_precision(asked, True, gpu) == (asked, "")
+        assert pipeline.training_precision(asked, False, gpu) == (asked, "")
+    assert pipeline.training_precision(None, False, gpu) == (False, "")
+    on, note = pipeline.training_precision(None, True, gpu)
+    assert on == (gpu or native_bf16)
+    assert ("where it pays" in note) if on else ("neither AVX512-BF16 nor AMX" in note)
+
+
+def test_the_demo_on_a_cpu_without_native_bf16_trains_fp32_and_says_why(tmp_path: Path, monkeypatch,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Emulated bf16 is slower than fp32: there the demo's train stage says it trains in fp32 and
+    its command has no --autocast-bf16, which the user can still force."""
     monkeypatch.setattr(autocast, "cpu_has_native_bf16", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    wants = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, autocast_bf16=True)
-    cfg = recipe_config(wants, ["--mode", "mhe", "--dry-run"])
-    assert not cfg.train.autocast_bf16 and "neither AVX512-BF16 nor AMX" in cfg.precision_note
-    assert "--autocast-bf16" not in train_command(cfg.bin, cfg.checkpoints, cfg.train, 16000)
-    forced = recipe_config(wants, ["--mode", "mhe", "--autocast-bf16"])
-    assert forced.train.autocast_bf16 and forced.precision_note == ""
-    plain = recipe_config(pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path), ["--mode", "mhe"])
-    assert not plain.train.autocast_bf16 and plain.precision_note == ""
-    fp16 = recipe_config(wants, ["--mode", "mhe", "--fp16"])  # fp16 is its own mixed precision
-    assert not fp16.train.autocast_bf16
+    libreoffice.main(["--dry-run", "--work-dir", str(tmp_path / "work")])
+    out = capsys.readouterr().out
+    train = next(line for line in out.splitlines() if line.startswith("+ fairseq-train"))
+    assert "[train] fp32: this CPU has neither AVX512-BF16 nor AMX" in out and "--autocast-bf16" not in train
+    libreoffice.main(["--dry-run", "--work-dir", str(tmp_path / "work"), "--autocast-bf16"])
+    out = capsys.readouterr().out
+    assert "fp32:" not in out and "--autocast-bf16" in next(
+        line for line in out.splitlines() if line.startswith("+ fairseq-train"))
 
 
 @pytest.mark.parametrize("mode", ["mhe", "adaptive"])

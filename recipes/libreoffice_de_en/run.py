@@ -2,7 +2,8 @@
 
 Stages: extract -> spm -> binarize -> train -> generate -> score -> summary, everything under
 ``recipes/libreoffice_de_en/work/``. ``make demo`` runs it with the defaults (mode mhe with a
-1,024-token shortlist, joint sentencepiece 16k, bf16 autocast, 3,000 updates or 39 minutes of
+1,024-token shortlist, joint sentencepiece 16k, bf16 autocast where it pays (a GPU, or a CPU with
+AVX512-BF16 or AMX; fp32 on other CPUs), 3,000 updates or 39 minutes of
 training, whichever comes first: at most 45 minutes in all on 2 CPU cores).
 
     python recipes/libreoffice_de_en/run.py --mode softmax --max-update 30
@@ -28,7 +29,8 @@ from recipes.libreoffice_de_en.extract import add_extract_arguments, extract, fi
 # rate and lighter dropout than the recipe's base, decaying linearly to 0 at the end of the 39 minutes
 # (linear-budget; update 3,000 would end it first on a faster machine), so the run ends fully decayed
 # whatever the machine's speed, and the 1,024 most frequent ids scored directly. Training steps run
-# under bf16 autocast (AVX512-BF16 or AMX: more updates per minute).
+# under bf16 autocast where it pays (a GPU, or a CPU with AVX512-BF16 or AMX: more updates per
+# minute); other CPUs emulate bf16, 34x slower than fp32 (results/cpu_profile), and train in fp32.
 # Beam search with length penalty 2.0: on the validation set it lifted the brevity penalty of the
 # demo's model from 0.924 to 0.995 and BLEU from 30.65 to 31.30 (1.5: 31.13).
 RECIPE = pipeline.Recipe(

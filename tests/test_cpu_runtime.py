@@ -19,8 +19,8 @@ GLIBC = platform.libc_ver()[0] == "glibc"
 
 #: the tests' processes start without any of the settings a user could have made
 CLEAN_ENV = {k: v for k, v in CLI_ENV.items()
-             if k not in ("LD_PRELOAD", "GLIBC_TUNABLES", "THP_MEM_ALLOC_ENABLE", cpu_runtime.ONEDNN_CACHE_ENV, cpu_runtime.ONEDNN_CACHE_ENV_OLD,
-                          *cpu_runtime.MALLOC_THRESHOLD_ENV)}
+             if k not in ("LD_PRELOAD", "GLIBC_TUNABLES", "THP_MEM_ALLOC_ENABLE", cpu_runtime.ONEDNN_CACHE_ENV,
+                          cpu_runtime.ONEDNN_CACHE_ENV_OLD, *cpu_runtime.MALLOC_THRESHOLD_ENV)}
 
 
 def test_the_onednn_cache_is_widened_unless_the_user_set_it():

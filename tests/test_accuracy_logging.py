@@ -25,13 +25,14 @@ def brute_force_correct(lprobs: torch.Tensor, target: torch.Tensor, sizes: List[
     """{'n_correct_hN': count, 'n_correct': count of all levels right} over rows of lprobs (N, V)."""
     vocab = lprobs.size(1)
     digits = torch.tensor([mixed_radix_digits(v, sizes) for v in range(vocab)])  # (V, H)
-    probs = lprobs.double().exp()
+    probs = lprobs.double().exp()  # (N, V)
+    gold = digits[target]  # (N, H)
     right = torch.ones(len(target), len(sizes), dtype=torch.bool)
-    for n, y in enumerate(target.tolist()):
-        for h, k in enumerate(sizes):
-            below = (digits[:, :h] == digits[y, :h]).all(1)  # tokens sharing y's first h digits
-            mass = torch.zeros(k, dtype=torch.float64).index_add_(0, digits[below, h], probs[n, below])
-            right[n, h] = int(mass.argmax()) == int(digits[y, h])
+    for h, k in enumerate(sizes):
+        below = (digits[None, :, :h] == gold[:, None, :h]).all(2)  # (N, V): v shares y's first h digits
+        child = torch.nn.functional.one_hot(digits[:, h], k).double()  # (V, k): v's digit h
+        mass = (probs * below) @ child  # (N, k): the mass below each child of y's prefix
+        right[:, h] = mass.argmax(1) == gold[:, h]
     counts = {f"n_correct_h{h + 1}": int(right[:, h].sum()) for h in range(len(sizes))}
     counts["n_correct"] = int(right.all(1).sum())
     return counts

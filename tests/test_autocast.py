@@ -83,19 +83,20 @@ def test_cpu_without_native_bf16_is_warned_once(monkeypatch, caplog):
 
 
 @pytest.mark.parametrize("extra", [
-    ["--mhce-mode", "mhe"],
-    ["--mhce-mode", "mhe", "--mhce-shortlist", "10"],
+    ["--mhce-mode", "mhe", "--mhce-shortlist", "10"],  # the shortlist's head and the tail's grouped products
     ["--mhce-mode", "mhp"],
 ])
 def test_tiny_models_train_under_autocast_close_to_fp32(toy_bin, tmp_path, cli, extra):
-    """Same seed with and without autocast: the losses of 40 updates fall alike (bf16 rounding
-    only), through the grouped products' autocast handling and their backward."""
+    """Same seed with and without autocast: the losses of 20 updates fall alike (bf16 rounding
+    only), through the grouped products' autocast handling and their backward. (Few updates:
+    on a CPU without AVX512-BF16 or AMX, bf16 is emulated and slow.)"""
     runs = {}
+    short = ["--warmup-updates", "10", "--log-interval", "5"]
     for name, flag in (("fp32", []), ("bf16", ["--autocast-bf16"])):
-        proc = cli.run("fairseq_cli.train", train_args(toy_bin, tmp_path / name, [*extra, *flag], updates=40))
+        proc = cli.run("fairseq_cli.train", train_args(toy_bin, tmp_path / name, [*extra, *flag, *short], updates=20))
         runs[name] = train_losses(proc.stdout + proc.stderr)
     assert len(runs["bf16"]) == len(runs["fp32"]) == 4
-    assert runs["bf16"][-1] < runs["bf16"][0] - 1.0  # it learns
+    assert runs["bf16"][-1] < runs["bf16"][0] - 0.5  # it learns
     assert runs["bf16"] == pytest.approx(runs["fp32"], abs=0.15)
 
 

@@ -138,8 +138,8 @@ def test_without_any_budget_it_is_refused() -> None:
 def test_fairseq_train_with_a_time_budget_ends_at_the_end_learning_rate(cli, toy_bin, tmp_path) -> None:
     """fairseq-train stops at --stop-time-hours; the last logged lr is the end of the line (0).
 
-    The 7.2 s budget gives 34 updates on a slow shared CPU and 100+ on an idle one, so the warm-up
-    is 5 updates: the test needs only some updates on each side of the peak."""
+    The 7.2 s budget gave only 34 updates on CI's slow machine, so the warm-up is 5 updates: the
+    test needs only some updates on each side of the peak."""
     warmup = 5
     args = train_args(toy_bin, tmp_path / "ckpt", ["--lr-scheduler", "linear_budget", "--stop-time-hours", "0.002",
                                                    "--budget-hours", "0.002", "--log-interval", "1",

@@ -48,6 +48,7 @@ class TrainSettings:
     mhe_tied: bool = False  # mhe only: output rows tied to the decoder input embeddings
     mhce_embed_dim: int = 0  # mhe only: label-embedding width E (0: the decoder's)
     tie_shortlist: bool = False  # mhe/mhp with a shortlist: its rows are the decoder input embeddings
+    smoothing: str = "joint"  # mhe/mhp: the criterion's --mhce-smoothing (per-level: the ablation)
     share_all: bool = False  # one embedding table for the encoder and decoder inputs (a joint dictionary)
     shortlist_tag: str = ""  # "-sN" when the run's shortlist N is not its recipe's (mhe-s4096)
     run_name: str = ""  # names the run instead of the default below (a benchmark's arm)
@@ -63,8 +64,8 @@ class TrainSettings:
     def arm(self) -> str:
         """The run's name: the mode, and the fused kernel of a softmax that has one (softmax-liger),
         or -tied / -eE for a tied mhe or one of label-embedding width E (mhe-tied, mhe-e64), then
-        -tieshort for a shortlist tied to the input embeddings, -sN for a shortlist other than the
-        recipe's, -shareall for shared encoder and decoder input embeddings and -seedN for a seed other
+        -tieshort for a shortlist tied to the input embeddings, -per-level for per-level label
+        smoothing, -sN for a shortlist other than the recipe's, -shareall for shared encoder and decoder input embeddings and -seedN for a seed other
         than 1 (so another seed never resumes this one's checkpoints); run_name where given."""
         if self.run_name:
             return self.run_name
@@ -75,6 +76,7 @@ class TrainSettings:
         else:
             base = "mhe" + ("-tied" if self.mhe_tied else "") + (f"-e{self.mhce_embed_dim}" if self.mhce_embed_dim else "")
         tie = "-tieshort" if self.tie_shortlist else ""
+        tie += "-per-level" if self.smoothing == "per-level" else ""
         seed = f"-seed{self.seed}" if self.seed != 1 else ""
         return base + tie + self.shortlist_tag + ("-shareall" if self.share_all else "") + seed
 
@@ -155,6 +157,8 @@ def train_command(bin_dir: Path, save_dir: Path, settings: TrainSettings, tgt_vo
         cmd.append("--mhe-tie-label-embeddings")
     if mode in COARSE_TO_FINE_MODES and settings.tie_shortlist:
         cmd.append("--mhce-tie-shortlist")
+    if mode in COARSE_TO_FINE_MODES and settings.smoothing != "joint":
+        cmd += ["--mhce-smoothing", settings.smoothing]
     if mode == "mhe" and settings.mhce_embed_dim:
         cmd += ["--mhce-embed-dim", str(settings.mhce_embed_dim)]
     if settings.share_all:

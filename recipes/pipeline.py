@@ -82,6 +82,7 @@ class Recipe:
     # "linear-budget": the same line ending at --max-update or --train-minutes, whichever comes first
     dropout: float | None = None  # None: the value in model_args
     mhce_shortlist: int = 0  # mhe/mhp: the most frequent ids scored directly (0 = none)
+    mhp_shortlist: int | None = None  # mhp's N where it differs from mhce_shortlist
     mhe_tied: bool = False  # mhe: tie every output row to the decoder input embeddings
     share_all: bool = False  # one input embedding table for both languages (joint dictionary only)
     spm_samples: int = 0  # sampled segmentations of each training pair added to its best one
@@ -582,17 +583,20 @@ def stage_summary(cfg: Config) -> None:
 def output_layer_description(cfg: Config) -> str:
     """e.g. 'mhe (heads 127x126)', 'mhe (shortlist 1024 + heads 123x122, tied)',
     'mhe (shortlist 1024 + heads 123x122, shortlist tied)', 'mhe (shortlist 1024 + heads 123x122, tail grouped
-    by context)', 'softmax'."""
+    by context)', 'mhp (shortlist 4096 + heads 110x109, per-level smoothing)', 'softmax'."""
     if cfg.train.mode not in FACTORED_MODES or not checkpoint_path(cfg).exists():
         return cfg.train.mode
     import torch
 
-    model_cfg = torch.load(checkpoint_path(cfg), map_location="cpu", weights_only=False)["cfg"]["model"]
+    state_cfg = torch.load(checkpoint_path(cfg), map_location="cpu", weights_only=False)["cfg"]
+    model_cfg = state_cfg["model"]
     heads = str(getattr(model_cfg, "mhce_heads", "")).replace(",", "x")
     shortlist = getattr(model_cfg, "mhce_shortlist", 0) or 0
     tied = ", tied" if getattr(model_cfg, "mhe_tie_label_embeddings", False) else ""
     tied += ", shortlist tied" if getattr(model_cfg, "mhce_tie_shortlist", False) else ""
     order = ", tail grouped by context" if cfg.tail_order == "context" else ""
+    criterion = state_cfg.get("criterion")
+    order += ", per-level smoothing" if getattr(criterion, "mhce_smoothing", "joint") == "per-level" else ""
     return f"{cfg.train.mode} ({f'shortlist {shortlist} + ' if shortlist else ''}heads {heads}{tied}{order})"
 
 
@@ -644,8 +648,9 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--dropout", type=float, default=recipe.dropout,
                         help="default %(default)s (None: the recipe's model arguments)")
     parser.add_argument("--mhce-shortlist", type=int, metavar="N",
-                        help=f"mhe/mhp: score the N most frequent ids directly (default {recipe.mhce_shortlist}; "
-                             f"0 = none)")
+                        help=f"mhe/mhp: score the N most frequent ids directly (default {recipe.mhce_shortlist}"
+                             + (f", mhp {recipe.mhp_shortlist}" if recipe.mhp_shortlist is not None else "")
+                             + "; 0 = none)")
     parser.add_argument("--mhe-tie-label-embeddings", action=argparse.BooleanOptionalAction, default=None,
                         help="mhe: every id's output row is its decoder input embedding (shortlist rows "
                              f"and the last level), as softmax ties them (default {recipe.mhe_tied}; "
@@ -653,6 +658,10 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--mhce-tie-shortlist", action="store_true",
                         help="mhe/mhp with a shortlist: its rows are the decoder input embeddings of its ids, "
                              "the tail stays untied (the run directory is <vocab>-<mode>-tieshort)")
+    parser.add_argument("--mhce-smoothing", choices=("joint", "per-level"), default="joint",
+                        help="mhe/mhp: label smoothing of the joint distribution, as fairseq's softmax "
+                             "(default), or fairseq's formula inside every head (the ablation; the run "
+                             "directory is <vocab>-<mode>-per-level)")
     parser.add_argument("--mhce-embed-dim", type=int, default=0, metavar="E",
                         help="mhe: label-embedding width E of the levels after the first (default: the "
                              "decoder's; the run directory is <vocab>-mhe-eE)")
@@ -734,8 +743,13 @@ def shortlist_size(args: argparse.Namespace, recipe: Recipe) -> int:
     --mhce-shortlist is refused)."""
     if args.mhce_shortlist and args.mode not in COARSE_TO_FINE_MODES:
         sys.exit(f"error: --mhce-shortlist applies to --mode mhe or mhp, not {args.mode}; drop the option")
-    size = recipe.mhce_shortlist if args.mhce_shortlist is None else args.mhce_shortlist
+    size = default_shortlist(recipe, args.mode) if args.mhce_shortlist is None else args.mhce_shortlist
     return size if args.mode in COARSE_TO_FINE_MODES else 0
+
+
+def default_shortlist(recipe: Recipe, mode: str) -> int:
+    """The recipe's shortlist N for `mode` (mhp's own where the recipe sets one)."""
+    return recipe.mhp_shortlist if mode == "mhp" and recipe.mhp_shortlist is not None else recipe.mhce_shortlist
 
 
 def shortlist_args(args: argparse.Namespace, recipe: Recipe) -> tuple[str, ...]:
@@ -746,7 +760,7 @@ def shortlist_args(args: argparse.Namespace, recipe: Recipe) -> tuple[str, ...]:
 
 def shortlist_tag(args: argparse.Namespace, recipe: Recipe) -> str:
     """``-sN`` for a run whose --mhce-shortlist N is not the recipe's, so it gets its own directory."""
-    given = args.mhce_shortlist is not None and args.mhce_shortlist != recipe.mhce_shortlist
+    given = args.mhce_shortlist is not None and args.mhce_shortlist != default_shortlist(recipe, args.mode)
     return f"-s{args.mhce_shortlist}" if given and args.mode in COARSE_TO_FINE_MODES else ""
 
 
@@ -782,6 +796,8 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
     if args.mhce_embed_dim and (args.mode != "mhe" or args.mhce_embed_dim < 1):
         sys.exit(f"error: --mhce-embed-dim applies to --mode mhe with E >= 1, got --mode {args.mode} and "
                  f"{args.mhce_embed_dim}")
+    if args.mhce_smoothing != "joint" and args.mode not in COARSE_TO_FINE_MODES:
+        sys.exit(f"error: --mhce-smoothing applies to --mode mhe or mhp, not {args.mode}; drop the option")
     if args.mhe_tie_label_embeddings and args.mode != "mhe":
         sys.exit(f"error: --mhe-tie-label-embeddings applies to --mode mhe, not {args.mode}; drop the option")
     mhe_tied = recipe.mhe_tied if args.mhe_tie_label_embeddings is None else args.mhe_tie_label_embeddings
@@ -821,6 +837,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         cpu=not gpu, fp16=args.fp16, autocast_bf16=autocast_bf16, softmax_kernel=args.softmax_kernel,
         mhe_tied=mhe_tied and args.mode == "mhe", mhce_embed_dim=args.mhce_embed_dim,
         tie_shortlist=args.mhce_tie_shortlist,
+        smoothing=args.mhce_smoothing,
         share_all=args.share_all_embeddings, shortlist_tag=shortlist_tag(args, recipe),
         log_format=args.log_format or ("tqdm" if sys.stderr.isatty() else "simple"),
     )

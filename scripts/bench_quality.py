@@ -430,9 +430,11 @@ def recipe_record(summary: Dict[str, object], settings: str) -> Dict[str, object
                  f"--settings {settings} names seed {named.group(1)}; give each seed's summaries their own --settings")
     arm = summary.get("arm", summary["mode"])  # softmax-liger: a fused kernel; mhe-tied: tied output rows
     suffix = re.sub(r"-?seed\d+$", "", arm.partition("-")[2])  # mhe-tieshort-seed2 -> tieshort
-    size = re.search(r"(?:^|-)s(\d+)(?=-|$)", suffix)  # mhe-s4096: a shortlist other than the recipe's
-    suffix = re.sub(r"(?:^|-)s\d+(?=-|$)", "", suffix).strip("-")
-    parts = [f"shortlist{size.group(1) if size else ''}"] if "shortlist" in str(summary.get("output", "")) else []
+    suffix = re.sub(r"(?:^|-)s\d+(?=-|$)", "", suffix).strip("-")  # mhe-s4096: the size is read below
+    size = re.search(r"shortlist (\d+)", str(summary.get("output", "")))  # 'mhp (shortlist 4096 + heads 110x109)'
+    # the records' names: "shortlist" is mhe's N (1,024), another N is named, whatever the mode's default
+    parts = [] if size is None else ["shortlist" + ("" if int(size.group(1)) == libreoffice.RECIPE.mhce_shortlist
+                                                    else size.group(1))]
     parts += ["ctx"] if summary.get("tail_order") == "context" else []  # tail grouped by context
     variant = "+".join(parts + ([suffix] if suffix else []))
     keys = ("bleu", "chrf", "bp", "hyp_ref_ratio", "valid_ppl", "train_words_per_s", "decode_sentences_per_s",

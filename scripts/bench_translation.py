@@ -44,8 +44,10 @@ from recipes.vocab import load_segmenter  # noqa: E402
 DEFAULT_METHODS = ("softmax", "adaptive", "mhp", "mhe", "mhs")
 #: softmax trained through a fused linear + loss kernel (mhce_nmt.fused_softmax)
 FUSED_SOFTMAX_METHODS = tuple(f"softmax-{k}" for k in pipeline.SOFTMAX_KERNELS if k != "eager")
-#: mhe/mhp with the recipe's frequent-token shortlist (1,024 ids; not run unless named)
+#: mhe/mhp with the recipe's frequent-token shortlist (mhe 1,024 ids, mhp 4,096; not run unless
+#: named); another size may follow, e.g. mhp+shortlist1024
 SHORTLIST_METHODS = ("mhe+shortlist", "mhp+shortlist")
+SHORTLIST_METHOD = re.compile(r"(mhe|mhp)\+shortlist([1-9]\d*)?")
 #: --model base: transformer_wmt_en_de's width and depth, over the recipe's CPU-sized model
 BASE_MODEL_ARGS = (
     "--encoder-layers", "6", "--decoder-layers", "6", "--encoder-embed-dim", "512", "--decoder-embed-dim", "512",
@@ -56,10 +58,12 @@ BASE_MODEL_ARGS = (
 
 def method_settings(cfg: pipeline.Config, method: str) -> pipeline.Config:
     """cfg for one method: a mode, softmax-KERNEL (softmax through a fused kernel), or
-    mhe+shortlist / mhp+shortlist (the recipe's --mhce-shortlist N, run directory of its own)."""
+    mhe+shortlist[N] / mhp+shortlist[N] (--mhce-shortlist N, the recipe's N for the mode unless given; run
+    directory of its own)."""
     base, _, variant = method.partition("+")
     mode, _, kernel = base.partition("-")
-    shortlist = ("--mhce-shortlist", str(libreoffice.RECIPE.mhce_shortlist)) if variant == "shortlist" else ()
+    size = variant.removeprefix("shortlist") or str(pipeline.default_shortlist(libreoffice.RECIPE, mode))
+    shortlist = ("--mhce-shortlist", size) if variant else ()
     return replace(cfg, train=replace(cfg.train, mode=mode, softmax_kernel=kernel or "eager",
                                       shortlist_args=shortlist, shortlist_tag="",  # the method names the run
                                       run_name=method if variant else ""))
@@ -239,12 +243,23 @@ def recipe_config(args: argparse.Namespace) -> Tuple[pipeline.Config, argparse.N
     return cfg, recipe_args
 
 
+def method_name(text: str) -> str:
+    """argparse type of --methods: a known method, or mhe/mhp+shortlistN."""
+    if text in MODES + FUSED_SOFTMAX_METHODS or SHORTLIST_METHOD.fullmatch(text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown method {text!r}; use one of {', '.join(MODES + FUSED_SOFTMAX_METHODS + SHORTLIST_METHODS)}, "
+        f"or mhe/mhp+shortlistN with N >= 1")
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """The benchmark's options (--quick filled in)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=REPO / "recipes" / "libreoffice_de_en" / "work")
-    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                        choices=MODES + FUSED_SOFTMAX_METHODS + SHORTLIST_METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), type=method_name,
+                        metavar="METHOD",
+                        help=f"any of {', '.join(MODES + FUSED_SOFTMAX_METHODS + SHORTLIST_METHODS)}; a shortlist "
+                             f"size may follow, e.g. mhp+shortlist4096 (default: {' '.join(DEFAULT_METHODS)})")
     parser.add_argument("--model", choices=("small", "base"), default="small",
                         help="small: the recipe's 3+3 layers of width 256; base: transformer_wmt_en_de's 6+6 of 512 "
                              "(default %(default)s)")

@@ -157,8 +157,9 @@ def test_benchmarks_keep_their_schedule_whatever_the_demo_uses(tmp_path: Path):
 
 def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Path):
     """A recipe run's summary.json (fields as recipes/pipeline.py writes them) -> one record per
-    run; the same arm at two length penalties stays two curves; a shortlist other than the recipe's
-    (arm mhp-s4096) is named by its size."""
+    run; the same arm at two length penalties stays two curves; a shortlist other than 1,024 ids (mhe's
+    default) is named by its size, read from the summary's output layer (arm mhp-s4096, or mhp at its
+    default of 4,096), and 1,024 is plain "shortlist" whatever the run directory says (mhp-s1024)."""
     def summary(mode, output, bleu, lenpen, arm=None):
         return {"tail_order": "context" if "context" in output else "frequency","pair": "de-en", "mode": mode, "arm": arm or mode, "vocab": "spm16000", "data_pairs": {"train": 9, "valid": 3, "test": 2000},
                 "dictionary": {"de": 16000, "en": 16000}, "num_updates": 2000, "train_words_per_s": 1500.0,
@@ -172,6 +173,9 @@ def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Pat
             ("mhe-tied", "mhe (shortlist 1024 + heads 123x122, tied)", 28.6, 1.0),
             ("mhe", "mhe (shortlist 1024 + heads 123x122, tail grouped by context)", 28.9, 2.0),
             ("mhp-s4096", "mhp (shortlist 4096 + heads 110x109)", 28.2, 2.0),
+            ("mhp", "mhp (shortlist 4096 + heads 110x109)", 28.3, 2.0),  # mhp's default N today
+            ("mhp-s1024", "mhp (shortlist 1024 + heads 123x122)", 27.2, 2.0),
+            ("mhe-per-level", "mhe (shortlist 1024 + heads 123x122, per-level smoothing)", 27.5, 2.0),
             ("mhe-tieshort-s2048-seed3", "mhe (shortlist 2048 + heads 119x118)", 28.4, 2.0))):
         files.append(tmp_path / f"s{i}.json")
         files[-1].write_text(json.dumps(summary(mode.split("-")[0], output, bleu, lenpen, arm=mode)))
@@ -184,6 +188,9 @@ def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Pat
                                   ("mhe", "shortlist+tied", 2000, 28.6, 1.0, 16000, "demo-fp32"),
                                   ("mhe", "shortlist+ctx", 2000, 28.9, 2.0, 16000, "demo-fp32"),
                                   ("mhp", "shortlist4096", 2000, 28.2, 2.0, 16000, "demo-fp32"),
+                                  ("mhp", "shortlist4096", 2000, 28.3, 2.0, 16000, "demo-fp32"),
+                                  ("mhp", "shortlist", 2000, 27.2, 2.0, 16000, "demo-fp32"),
+                                  ("mhe", "shortlist+per-level", 2000, 27.5, 2.0, 16000, "demo-fp32"),
                                   ("mhe", "shortlist2048+tieshort", 2000, 28.4, 2.0, 16000, "demo-fp32")]
     table = out.with_suffix(".md").read_text()
     assert "| mhe/shortlist lenpen 2 |" in table and "| mhe/shortlist |" in table

@@ -55,9 +55,20 @@ def test_plot_only_redraws_from_json(tmp_path: Path):
     assert "| mhe |" in records.with_suffix(".md").read_text()
 
 
-def test_rejects_unknown_methods():
+@pytest.mark.parametrize("bad", ["bogus", "mhp+shortlist0", "softmax+shortlist", "mhe+shortlist4k"])
+def test_rejects_unknown_methods(bad, capsys):
     with pytest.raises(SystemExit):
-        bench.main(["--methods", "bogus"])
+        bench.main(["--methods", bad])
+    assert f"unknown method {bad!r}" in capsys.readouterr().err
+
+
+def test_a_shortlist_method_may_name_its_size(tmp_path: Path):
+    """mhp+shortlist1024 and mhe+shortlist4096 train with that N, each in a run directory of its own."""
+    cfg, _ = bench.recipe_config(bench.parse_args(["--work-dir", str(tmp_path), "--methods", "mhp+shortlist1024"]))
+    for method, size in (("mhp+shortlist1024", "1024"), ("mhe+shortlist4096", "4096")):
+        arm = bench.method_settings(cfg, method)
+        cmd = bench.train_command(arm.bin, arm.checkpoints, arm.train, 27_728)
+        assert cmd[cmd.index("--mhce-shortlist") + 1] == size and arm.run_dir.name == f"spm32000-{method}"
 
 
 def test_options_reach_the_training_and_decoding_commands(tmp_path: Path, monkeypatch):
@@ -134,5 +145,5 @@ def test_shortlist_methods_train_with_the_recipes_shortlist_in_their_own_run_dir
         cmd = bench.train_command(arm.bin, arm.checkpoints, arm.train, 32_000)
         parsed = options.parse_args_and_arch(options.get_training_parser(), cmd[1:])
         assert parsed.mhce_mode == method[:3]
-        assert parsed.mhce_shortlist == (1024 if "+shortlist" in method else 0)
+        assert parsed.mhce_shortlist == {"mhe": 0, "mhe+shortlist": 1024, "mhp+shortlist": 4096}[method]  # per mode
         assert arm.run_dir.name == f"spm32000-{method}"

@@ -6,6 +6,7 @@ sentence pairs, then decodes and scores the test set; ``MODES`` lists the output
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import shlex
@@ -413,6 +414,47 @@ def test_a_shortlist_other_than_the_recipes_gets_its_own_run_directory(tmp_path:
     assert recipe_config(recipe, ["--mode", "softmax"]).run_dir.name == "spm16000-softmax"
     both = recipe_config(recipe, ["--mode", "mhe", "--mhce-shortlist", "2048", "--share-all-embeddings"])
     assert both.run_dir.name == "spm16000-mhe-s2048-shareall"
+
+
+def test_mhp_may_have_a_shortlist_of_its_own(tmp_path: Path) -> None:
+    """A recipe's mhp_shortlist is mhp's default N (mhe keeps mhce_shortlist); the run directory
+    names an N only where it differs from the mode's default. The LibreOffice recipe: mhe 1,024,
+    mhp 4,096."""
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024, mhp_shortlist=4096)
+    mhp = recipe_config(recipe, ["--mode", "mhp"])
+    assert last_value(train_command(mhp.bin, mhp.checkpoints, mhp.train, 16000), "--mhce-shortlist") == "4096"
+    assert mhp.run_dir.name == "spm16000-mhp"
+    assert recipe_config(recipe, ["--mode", "mhp", "--mhce-shortlist", "4096"]).run_dir.name == "spm16000-mhp"
+    assert recipe_config(recipe, ["--mode", "mhp", "--mhce-shortlist", "1024"]).run_dir.name == "spm16000-mhp-s1024"
+    mhe = recipe_config(recipe, ["--mode", "mhe"])
+    assert last_value(train_command(mhe.bin, mhe.checkpoints, mhe.train, 16000), "--mhce-shortlist") == "1024"
+    assert recipe_config(recipe, ["--mode", "mhe", "--mhce-shortlist", "4096"]).run_dir.name == "spm16000-mhe-s4096"
+    from recipes.libreoffice_de_en.run import RECIPE
+    assert (pipeline.default_shortlist(RECIPE, "mhe"), pipeline.default_shortlist(RECIPE, "mhp")) == (1024, 4096)
+
+
+def test_per_level_smoothing_is_an_ablation_with_its_own_run(tmp_path: Path) -> None:
+    """--mhce-smoothing per-level reaches fairseq-train's criterion for mhe and mhp, names the run
+    -per-level and the summary's output layer says so (read from the checkpoint's criterion);
+    joint (the default) adds nothing, and other modes refuse the option."""
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
+    for mode in ("mhe", "mhp"):
+        cfg = recipe_config(recipe, ["--mode", mode, "--mhce-smoothing", "per-level"])
+        assert last_value(train_command(cfg.bin, cfg.checkpoints, cfg.train, 16000), "--mhce-smoothing") == "per-level"
+        assert cfg.run_dir.name == f"spm16000-{mode}-per-level"
+    joint = recipe_config(recipe, ["--mode", "mhe", "--mhce-smoothing", "joint"])
+    assert "--mhce-smoothing" not in train_command(joint.bin, joint.checkpoints, joint.train, 16000)
+    assert joint.run_dir.name == "spm16000-mhe"
+    with pytest.raises(SystemExit, match="--mhce-smoothing applies to --mode mhe or mhp, not softmax"):
+        recipe_config(recipe, ["--mode", "softmax", "--mhce-smoothing", "per-level"])
+    cfg = recipe_config(recipe, ["--mode", "mhp", "--mhce-smoothing", "per-level"])
+    pipeline.checkpoint_path(cfg).parent.mkdir(parents=True)
+    model = argparse.Namespace(mhce_heads="110,109", mhce_shortlist=4096)
+    for smoothing, said in (("per-level", True), ("joint", False)):
+        torch.save({"cfg": {"model": model, "criterion": argparse.Namespace(mhce_smoothing=smoothing)}},
+                   pipeline.checkpoint_path(cfg))
+        described = pipeline.output_layer_description(cfg)
+        assert described.startswith("mhp (shortlist 4096 + heads 110x109") and ("per-level smoothing" in described) == said
 
 
 def test_mhce_tie_shortlist_option(tmp_path: Path) -> None:

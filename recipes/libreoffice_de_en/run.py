@@ -36,7 +36,7 @@ from recipes.libreoffice_de_en.extract import add_extract_arguments, extract, fi
 RECIPE = pipeline.Recipe(
     name="libreoffice_de_en", src="de", tgt="en", work_dir=Path(__file__).resolve().parent / "work",
     train_minutes=39.0, max_update=3000, warmup_updates=500, lr=2e-3, lr_schedule="linear-budget", dropout=0.1,
-    mhce_shortlist=1024, lenpen=2.0, autocast_bf16=True,
+    mhce_shortlist=1024, mhp_shortlist=4096, lenpen=2.0, autocast_bf16=True,
 )
 
 

@@ -83,15 +83,16 @@ def test_cpu_without_native_bf16_is_warned_once(monkeypatch, caplog):
 
 
 @pytest.mark.parametrize("extra", [
+    ["--mhce-mode", "mhe"],  # the grouped products of every level
     ["--mhce-mode", "mhe", "--mhce-shortlist", "10"],  # the shortlist's head and the tail's grouped products
     ["--mhce-mode", "mhp"],
 ])
 def test_tiny_models_train_under_autocast_close_to_fp32(toy_bin, tmp_path, cli, extra):
     """Same seed with and without autocast: the losses of 20 updates fall alike (bf16 rounding
-    only), through the grouped products' autocast handling and their backward. (Few updates:
-    on a CPU without AVX512-BF16 or AMX, bf16 is emulated and slow.)"""
+    only), through the grouped products' autocast handling and their backward. (20 updates of
+    1,000 tokens: on a CPU without AVX512-BF16 or AMX, bf16 is emulated and slow.)"""
     runs = {}
-    short = ["--warmup-updates", "10", "--log-interval", "5"]
+    short = ["--warmup-updates", "10", "--log-interval", "5", "--max-tokens", "1000"]
     for name, flag in (("fp32", []), ("bf16", ["--autocast-bf16"])):
         proc = cli.run("fairseq_cli.train", train_args(toy_bin, tmp_path / name, [*extra, *flag, *short], updates=20))
         runs[name] = train_losses(proc.stdout + proc.stderr)

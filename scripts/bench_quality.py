@@ -291,8 +291,9 @@ def plot_operating_point(records: Sequence[Dict[str, object]], path: Path) -> No
     axes[1].axvline(1.0, color="grey", linewidth=0.8)
     for ax in axes:
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()  # below the panels, clear of every row's dots
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels))
+    fig.tight_layout(rect=(0, 0.45 / fig.get_figheight(), 1, 1))
     fig.savefig(path, dpi=120)
 
 

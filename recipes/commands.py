@@ -65,8 +65,9 @@ class TrainSettings:
         """The run's name: the mode, and the fused kernel of a softmax that has one (softmax-liger),
         or -tied / -eE for a tied mhe or one of label-embedding width E (mhe-tied, mhe-e64), then
         -tieshort for a shortlist tied to the input embeddings, -per-level for per-level label
-        smoothing, -sN for a shortlist other than the recipe's, -shareall for shared encoder and decoder input embeddings and -seedN for a seed other
-        than 1 (so another seed never resumes this one's checkpoints); run_name where given."""
+        smoothing, -sN for a shortlist other than the recipe's, -shareall for shared encoder and
+        decoder input embeddings and -seedN for a seed other than 1 (so another seed never resumes
+        this one's checkpoints); run_name where given."""
         if self.run_name:
             return self.run_name
         if self.mode == "softmax" and self.softmax_kernel != "eager":
@@ -76,9 +77,9 @@ class TrainSettings:
         else:
             base = "mhe" + ("-tied" if self.mhe_tied else "") + (f"-e{self.mhce_embed_dim}" if self.mhce_embed_dim else "")
         tie = "-tieshort" if self.tie_shortlist else ""
-        tie += "-per-level" if self.smoothing == "per-level" else ""
+        smoothing = "-per-level" if self.smoothing == "per-level" else ""
         seed = f"-seed{self.seed}" if self.seed != 1 else ""
-        return base + tie + self.shortlist_tag + ("-shareall" if self.share_all else "") + seed
+        return base + tie + smoothing + self.shortlist_tag + ("-shareall" if self.share_all else "") + seed
 
 
 def mhce_arch(base_arch: str) -> str:

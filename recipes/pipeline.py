@@ -658,7 +658,7 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--mhce-tie-shortlist", action="store_true",
                         help="mhe/mhp with a shortlist: its rows are the decoder input embeddings of its ids, "
                              "the tail stays untied (the run directory is <vocab>-<mode>-tieshort)")
-    parser.add_argument("--mhce-smoothing", choices=("joint", "per-level"), default="joint",
+    parser.add_argument("--mhce-smoothing", choices=SMOOTHINGS, default="joint",
                         help="mhe/mhp: label smoothing of the joint distribution, as fairseq's softmax "
                              "(default), or fairseq's formula inside every head (the ablation; the run "
                              "directory is <vocab>-<mode>-per-level)")
@@ -710,6 +710,9 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
 
 
 LR_SCHEDULES = ("inverse_sqrt", "linear", "linear-budget")
+#: the criterion's --mhce-smoothing values (mhce_nmt.output.loss.SMOOTHINGS, named here so that
+#: parsing a recipe's options does not import torch)
+SMOOTHINGS = ("joint", "per-level")
 SOFTMAX_KERNELS = ("eager", "compile", "torch", "liger", "cce")  # mhce_nmt.fused_softmax.KERNELS
 
 

@@ -259,7 +259,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), type=method_name,
                         metavar="METHOD",
                         help=f"any of {', '.join(MODES + FUSED_SOFTMAX_METHODS + SHORTLIST_METHODS)}; a shortlist "
-                             f"size may follow, e.g. mhp+shortlist4096 (default: {' '.join(DEFAULT_METHODS)})")
+                             f"size may follow, e.g. mhp+shortlist1024 (default: {' '.join(DEFAULT_METHODS)})")
     parser.add_argument("--model", choices=("small", "base"), default="small",
                         help="small: the recipe's 3+3 layers of width 256; base: transformer_wmt_en_de's 6+6 of 512 "
                              "(default %(default)s)")

@@ -437,6 +437,9 @@ def test_per_level_smoothing_is_an_ablation_with_its_own_run(tmp_path: Path) -> 
     """--mhce-smoothing per-level reaches fairseq-train's criterion for mhe and mhp, names the run
     -per-level and the summary's output layer says so (read from the checkpoint's criterion);
     joint (the default) adds nothing, and other modes refuse the option."""
+    from mhce_nmt.output.loss import SMOOTHINGS
+
+    assert pipeline.SMOOTHINGS == SMOOTHINGS  # the recipe offers exactly the criterion's values
     recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
     for mode in ("mhe", "mhp"):
         cfg = recipe_config(recipe, ["--mode", mode, "--mhce-smoothing", "per-level"])

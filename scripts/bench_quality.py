@@ -20,8 +20,9 @@ JSON under their own --out; --merge joins them into one file with its table and 
 Arms: softmax and adaptive (stock fairseq), mhe and mhp (the plugin's defaults: joint label
 smoothing), and ablations named method/variant: mhe/per-level and mhp/per-level (the old
 per-head smoothing), mhe/tied (last level tied to the decoder input embeddings), mhe/shortlist
-and mhp/shortlist (the 1,024 most frequent ids scored directly at level 1), mhe/shortlist+tied
-(every output row the decoder input embedding of its id, shortlist rows included).
+and mhp/shortlist (the 1,024 most frequent ids scored directly at level 1), mhp/shortlist4096
+(4,096 ids, the recipe's mhp default), mhe/shortlist+tied (every output row the decoder input
+embedding of its id, shortlist rows included).
 Training minutes in the plot are updates x target words per update / words/s, with words/s the
 median of the arm's own training log (take them from a quiet machine to compare speeds).
 """
@@ -59,6 +60,7 @@ ARMS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
     "mhe/tied": ("mhe", "tied", ("--mhe-tie-label-embeddings",)),
     "mhe/shortlist": ("mhe", "shortlist", ("--mhce-shortlist", "1024")),
     "mhp/shortlist": ("mhp", "shortlist", ("--mhce-shortlist", "1024")),
+    "mhp/shortlist4096": ("mhp", "shortlist4096", ("--mhce-shortlist", "4096")),
     "mhe/shortlist+tied": ("mhe", "shortlist+tied", ("--mhce-shortlist", "1024", "--mhe-tie-label-embeddings")),
 }
 

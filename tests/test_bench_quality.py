@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
 import bench_quality as bench  # noqa: E402
 
 # lines as fairseq-train's --log-file writes them (copied from a real run)
@@ -56,6 +57,18 @@ def test_every_arm_names_a_known_method_and_its_options():
         assert method in ("softmax", "adaptive", "mhe", "mhp")
         assert bool(extra) == bool(variant)
     assert bench.ARMS["mhe/per-level"][2] == ("--mhce-smoothing", "per-level")
+
+
+@pytest.mark.parametrize("arm", ["mhe/shortlist", "mhp/shortlist", "mhp/shortlist4096"])
+def test_a_shortlist_arm_is_named_as_a_recipe_run_with_that_shortlist_is(arm: str):
+    """A benchmark arm and a recipe run of the same shortlist size draw one curve: the arm's variant is
+    the name recipe_record gives a summary whose output layer has that many shortlisted ids."""
+    method, variant, extra = bench.ARMS[arm]
+    size = int(extra[extra.index("--mhce-shortlist") + 1])
+    summary = {"pair": "de-en", "mode": method, "arm": method, "tail_order": "frequency",
+               "data_pairs": {"test": 2000}, "dictionary": {"de": 16000, "en": 16000}, "num_updates": 2000,
+               "output": f"{method} (shortlist {size} + heads 110x109)"}
+    assert bench.recipe_record(summary, "demo-fp32")["variant"] == variant
 
 
 def test_table_orders_arms_and_updates_and_plot_is_written(tmp_path: Path):
@@ -233,3 +246,15 @@ def test_records_of_one_update_count_draw_one_row_per_arm(tmp_path: Path, monkey
     bench.plot(one, tmp_path / "one.png")
     bench.plot([*one, {**one[0], "updates": 1000}], tmp_path / "two.png")
     assert drawn == ["point", "curves"]
+
+
+@pytest.mark.parametrize("jobs_file", sorted((REPO / "scripts").glob("gpu_quality*.jobs")), ids=lambda p: p.name)
+def test_every_prepared_gpu_jobs_file_parses_as_bench_quality_runs(jobs_file: Path):
+    """scripts/gpu_quality.sh reads 'name | bench_quality.py options' a line: a prepared file must name
+    each job once and give options bench_quality accepts, so a GPU session does not lose its minutes."""
+    lines = [line for line in jobs_file.read_text().splitlines() if line.strip()]
+    names = [line.split("|", 1)[0].strip() for line in lines]
+    assert lines and all(names) and len(set(names)) == len(names)
+    for line in lines:
+        args = bench.parse_args(line.split("|", 1)[1].split())
+        assert args.arms and args.max_update % args.interval == 0

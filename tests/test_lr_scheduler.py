@@ -138,16 +138,16 @@ def test_without_any_budget_it_is_refused() -> None:
 def test_fairseq_train_with_a_time_budget_ends_at_the_end_learning_rate(cli, toy_bin, tmp_path) -> None:
     """fairseq-train stops at --stop-time-hours; the last logged lr is the end of the line (0).
 
-    The 7.2 s budget gave only 34 updates on CI's slow machine, so the warm-up is 5 updates: the
-    test needs only some updates on each side of the peak."""
-    warmup = 5
+    The 7.2 s budget gave only 34 updates on CI's slow machine and 9 on a 2-core machine busy with a
+    training run, so the warm-up is 2 updates: the test needs only some updates on each side of the peak."""
+    warmup = 2
     args = train_args(toy_bin, tmp_path / "ckpt", ["--lr-scheduler", "linear_budget", "--stop-time-hours", "0.002",
                                                    "--budget-hours", "0.002", "--log-interval", "1",
                                                    "--warmup-updates", str(warmup)], updates=100_000)
     proc = cli.run("fairseq_cli.train", args, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lrs = [float(v) for v in re.findall(r"train_inner .*? lr=([0-9.e+-]+)", proc.stdout + proc.stderr)]
-    assert len(lrs) > warmup + 5 and lrs[warmup - 1] == pytest.approx(5e-3)  # up to the peak, then down
+    assert len(lrs) > warmup + 3 and lrs[warmup - 1] == pytest.approx(5e-3)  # up to the peak, then down
     assert lrs[-1] < 0.1 * 5e-3 and lrs == sorted(lrs[:warmup]) + sorted(lrs[warmup:], reverse=True)
 
 

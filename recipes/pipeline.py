@@ -580,6 +580,12 @@ def stage_summary(cfg: Config) -> None:
     print(closing_report(cfg, summary), flush=True)
 
 
+def section_value(section: object, name: str) -> object:
+    """One field of a checkpoint's cfg section, which fairseq saves as a dict (criterion, task) or, for
+    models built from command-line args, an argparse.Namespace; None when absent."""
+    return section.get(name) if isinstance(section, dict) else getattr(section, name, None)
+
+
 def output_layer_description(cfg: Config) -> str:
     """e.g. 'mhe (heads 127x126)', 'mhe (shortlist 1024 + heads 123x122, tied)',
     'mhe (shortlist 1024 + heads 123x122, shortlist tied)', 'mhe (shortlist 1024 + heads 123x122, tail grouped
@@ -595,8 +601,7 @@ def output_layer_description(cfg: Config) -> str:
     tied = ", tied" if getattr(model_cfg, "mhe_tie_label_embeddings", False) else ""
     tied += ", shortlist tied" if getattr(model_cfg, "mhce_tie_shortlist", False) else ""
     order = ", tail grouped by context" if cfg.tail_order == "context" else ""
-    criterion = state_cfg.get("criterion")
-    order += ", per-level smoothing" if getattr(criterion, "mhce_smoothing", "joint") == "per-level" else ""
+    order += ", per-level smoothing" if section_value(state_cfg.get("criterion"), "mhce_smoothing") == "per-level" else ""
     return f"{cfg.train.mode} ({f'shortlist {shortlist} + ' if shortlist else ''}heads {heads}{tied}{order})"
 
 

@@ -453,8 +453,10 @@ def test_per_level_smoothing_is_an_ablation_with_its_own_run(tmp_path: Path) -> 
     cfg = recipe_config(recipe, ["--mode", "mhp", "--mhce-smoothing", "per-level"])
     pipeline.checkpoint_path(cfg).parent.mkdir(parents=True)
     model = argparse.Namespace(mhce_heads="110,109", mhce_shortlist=4096)
-    for smoothing, said in (("per-level", True), ("joint", False)):
-        torch.save({"cfg": {"model": model, "criterion": argparse.Namespace(mhce_smoothing=smoothing)}},
+    # fairseq saves the criterion's section as a dict (a Namespace where args built it)
+    for smoothing, said, section in (("per-level", True, dict), ("joint", False, dict),
+                                     ("per-level", True, argparse.Namespace), ("joint", False, argparse.Namespace)):
+        torch.save({"cfg": {"model": model, "criterion": section(mhce_smoothing=smoothing)}},
                    pipeline.checkpoint_path(cfg))
         described = pipeline.output_layer_description(cfg)
         assert described.startswith("mhp (shortlist 4096 + heads 110x109") and ("per-level smoothing" in described) == said

@@ -596,10 +596,10 @@ def output_layer_description(cfg: Config) -> str:
 
     state_cfg = torch.load(checkpoint_path(cfg), map_location="cpu", weights_only=False)["cfg"]
     model_cfg = state_cfg["model"]
-    heads = str(getattr(model_cfg, "mhce_heads", "")).replace(",", "x")
-    shortlist = getattr(model_cfg, "mhce_shortlist", 0) or 0
-    tied = ", tied" if getattr(model_cfg, "mhe_tie_label_embeddings", False) else ""
-    tied += ", shortlist tied" if getattr(model_cfg, "mhce_tie_shortlist", False) else ""
+    heads = str(section_value(model_cfg, "mhce_heads") or "").replace(",", "x")
+    shortlist = section_value(model_cfg, "mhce_shortlist") or 0
+    tied = ", tied" if section_value(model_cfg, "mhe_tie_label_embeddings") else ""
+    tied += ", shortlist tied" if section_value(model_cfg, "mhce_tie_shortlist") else ""
     order = ", tail grouped by context" if cfg.tail_order == "context" else ""
     order += ", per-level smoothing" if section_value(state_cfg.get("criterion"), "mhce_smoothing") == "per-level" else ""
     return f"{cfg.train.mode} ({f'shortlist {shortlist} + ' if shortlist else ''}heads {heads}{tied}{order})"

@@ -601,7 +601,8 @@ def output_layer_description(cfg: Config) -> str:
     tied = ", tied" if section_value(model_cfg, "mhe_tie_label_embeddings") else ""
     tied += ", shortlist tied" if section_value(model_cfg, "mhce_tie_shortlist") else ""
     order = ", tail grouped by context" if cfg.tail_order == "context" else ""
-    order += ", per-level smoothing" if section_value(state_cfg.get("criterion"), "mhce_smoothing") == "per-level" else ""
+    smoothing = section_value(state_cfg.get("criterion"), "mhce_smoothing")
+    order += ", per-level smoothing" if smoothing == "per-level" else ""
     return f"{cfg.train.mode} ({f'shortlist {shortlist} + ' if shortlist else ''}heads {heads}{tied}{order})"
 
 

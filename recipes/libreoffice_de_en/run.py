@@ -31,8 +31,8 @@ from recipes.libreoffice_de_en.extract import add_extract_arguments, extract, fi
 # whatever the machine's speed, and the 1,024 most frequent ids scored directly. Batches of 2,048
 # tokens: on a 2-core CPU they train at the words/s of 4,096-token ones (0.99x, results/cpu_profile),
 # so the same minutes hold twice the updates, and at equal words they reached a lower validation
-# perplexity and more BLEU (README); the warm-up covers the same words as 500 updates of 4,096. Training steps run
-# under bf16 autocast where it pays (a GPU, or a CPU with AVX512-BF16 or AMX: more updates per
+# perplexity and more BLEU (README); the warm-up covers the same words as 500 updates of 4,096.
+# Training steps run under bf16 autocast where it pays (a GPU, or a CPU with AVX512-BF16 or AMX: more updates per
 # minute); other CPUs emulate bf16, 34x slower than fp32 (results/cpu_profile), and train in fp32.
 # Beam search with length penalty 2.0: on the validation set it lifted the brevity penalty of the
 # demo's model from 0.924 to 0.995 and BLEU from 30.65 to 31.30 (1.5: 31.13).

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 _NUMBER = r"([\d.]+(?:[eE][+-]?\d+)?)"  # fairseq prints large values as 1.2e+06
-_INNER = re.compile(rf"(?:\bppl={_NUMBER}.*?)?\bups={_NUMBER}.*?\bnum_updates=(\d+).*?\bwall=(\d+)")
+_INNER = re.compile(rf"(?:\bppl={_NUMBER}.*?)?\bnum_updates=(\d+).*?\bwall=(\d+)")
 _VALID = re.compile(rf"valid on '[^']+' subset \|.*?\| ppl {_NUMBER}.*?\| num_updates (\d+)")
 
 
@@ -30,13 +30,17 @@ class TrainProgress:
     _valid: Optional[str] = field(default=None, init=False)
     _line: Optional[str] = field(default=None, init=False)
 
-    def minutes_left(self, updates: int, ups: float, wall_s: float) -> Optional[float]:
-        """Whichever stopping rule comes first: the time budget or the update budget at this pace."""
+    def minutes_left(self, updates: int, wall_s: float) -> Optional[float]:
+        """Whichever stopping rule comes first: the time budget, or the update budget at the pace so far.
+
+        The pace is updates / wall_s since the start, validations included: fairseq's per-interval
+        ups would fall tenfold in the interval that holds a validation and jolt the estimate.
+        """
         left = []
         if self.train_minutes:
             left.append(max(0.0, self.train_minutes - wall_s / 60))
-        if self.max_update and ups > 0:
-            left.append(max(0, self.max_update - updates) / ups / 60)
+        if self.max_update and updates > 0 and wall_s > 0:
+            left.append(max(0, self.max_update - updates) * wall_s / updates / 60)
         return min(left) if left else None
 
     def __call__(self, line: str) -> Optional[str]:
@@ -47,8 +51,8 @@ class TrainProgress:
         inner = _INNER.search(line)
         if not inner:
             return None
-        ups, updates, wall = float(inner.group(2)), int(inner.group(3)), float(inner.group(4))
-        left = self.minutes_left(updates, ups, wall)
+        updates, wall = int(inner.group(2)), float(inner.group(3))
+        left = self.minutes_left(updates, wall)
         total = f"/{self.max_update}" if self.max_update else ""
         # MHS training logs only a sampled nll, no ppl
         ppl = f"train ppl {float(inner.group(1)):g}" if inner.group(1) else "train ppl - (sampled softmax)"

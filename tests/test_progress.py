@@ -27,10 +27,21 @@ def test_prints_at_most_once_a_minute_and_after_validation():
 
 
 def test_minutes_left_takes_the_first_stopping_rule():
-    assert TrainProgress(max_update=1000).minutes_left(400, ups=1.0, wall_s=100) == 10.0
-    assert TrainProgress(max_update=1000, train_minutes=5.0).minutes_left(400, 1.0, 120) == 3.0
-    assert TrainProgress().minutes_left(400, 1.0, 120) is None
-    assert TrainProgress(train_minutes=1.0).minutes_left(10, 1.0, 600) == 0.0
+    assert TrainProgress(max_update=1000).minutes_left(400, wall_s=120) == 3.0  # 600 more at 200 a minute
+    assert TrainProgress(max_update=1000, train_minutes=2.5).minutes_left(400, 120) == 0.5
+    assert TrainProgress().minutes_left(400, 120) is None
+    assert TrainProgress(train_minutes=1.0).minutes_left(10, 600) == 0.0
+    assert TrainProgress(max_update=1000).minutes_left(0, 5) is None
+
+
+def test_minutes_left_keeps_the_pace_so_far_across_a_validation():
+    # a real run's two lines either side of a validation: fairseq's ups for the interval that
+    # held it fell from 1.5 to 0.4; the pace so far (840 updates in 552 s) hardly moved
+    progress = TrainProgress(max_update=5800, every_s=0)
+    before = progress(INNER.format(ppl=73.91, ups=1.5, n=840, wall=552))
+    after = progress(INNER.format(ppl=58.05, ups=0.4, n=850, wall=576))
+    assert before.startswith("[train] update 840/5800 | 9.2 min trained, ~54.3 min left")
+    assert after.startswith("[train] update 850/5800 | 9.6 min trained, ~55.9 min left")
     line = TrainProgress(every_s=0)(INNER.format(ppl=5.5, ups=1.0, n=7, wall=60))
     assert line == "[train] update 7 | 1.0 min trained | train ppl 5.5"
 

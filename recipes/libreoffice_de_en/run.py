@@ -3,7 +3,7 @@
 Stages: extract -> spm -> binarize -> train -> generate -> score -> summary, everything under
 ``recipes/libreoffice_de_en/work/``. ``make demo`` runs it with the defaults (mode mhe with a
 1,024-token shortlist, joint sentencepiece 16k, bf16 autocast where it pays (a GPU, or a CPU with
-AVX512-BF16 or AMX; fp32 on other CPUs), batches of 2,048 tokens, 6,000 updates or 39 minutes of
+AVX512-BF16 or AMX; fp32 on other CPUs), batches of 1,024 tokens, 12,000 updates or 39 minutes of
 training, whichever comes first: at most 45 minutes in all on 2 CPU cores).
 
     python recipes/libreoffice_de_en/run.py --mode softmax --max-update 30
@@ -27,18 +27,19 @@ from recipes.libreoffice_de_en.extract import add_extract_arguments, extract, fi
 
 # The demo's schedule for 39 minutes on 2 CPU cores (README, "Quickstart"): a higher peak learning
 # rate and lighter dropout than the recipe's base, decaying linearly to 0 at the end of the 39 minutes
-# (linear-budget; update 6,000 would end it first on a faster machine), so the run ends fully decayed
-# whatever the machine's speed, and the 1,024 most frequent ids scored directly. Batches of 2,048
-# tokens: on a 2-core CPU they train at the words/s of 4,096-token ones (0.99x, results/cpu_profile),
-# so the same minutes hold twice the updates, and at equal words they reached a lower validation
-# perplexity and more BLEU (README); the warm-up covers the same words as 500 updates of 4,096.
-# Training steps run under bf16 autocast where it pays (a GPU, or a CPU with AVX512-BF16 or AMX: more updates per
-# minute); other CPUs emulate bf16, 34x slower than fp32 (results/cpu_profile), and train in fp32.
-# Beam search with length penalty 2.0: on the validation set it lifted the brevity penalty of the
-# demo's model from 0.924 to 0.995 and BLEU from 30.65 to 31.30 (1.5: 31.13).
+# (linear-budget; update 12,000 would end it first on a faster machine), so the run ends fully decayed
+# whatever the machine's speed, and the 1,024 most frequent ids scored directly. Batches of 1,024
+# tokens: on a 2-core CPU they train at about the words/s of larger ones (results/cpu_profile), so the
+# same minutes hold more updates, and at equal words they reached a lower validation perplexity and
+# more BLEU than 2,048 or 4,096 (README); the warm-up covers the same words as 500 updates of 4,096,
+# and the peak lr is 1.4e-3 (2e-3 scored 0.97 BLEU less at this batch size).
+# Training steps run under bf16 autocast where it pays (a GPU, or a CPU with AVX512-BF16 or AMX: more
+# updates per minute); other CPUs emulate bf16, 34x slower than fp32 (results/cpu_profile), and train
+# in fp32. Beam search with length penalty 2.0: on the validation set it lifted the brevity penalty of
+# the demo's model from 0.924 to 0.995 and BLEU from 30.65 to 31.30 (1.5: 31.13).
 RECIPE = pipeline.Recipe(
     name="libreoffice_de_en", src="de", tgt="en", work_dir=Path(__file__).resolve().parent / "work",
-    train_minutes=39.0, max_update=6000, warmup_updates=1000, max_tokens=2048, lr=2e-3,
+    train_minutes=39.0, max_update=12000, warmup_updates=2000, max_tokens=1024, lr=1.4e-3,
     lr_schedule="linear-budget", dropout=0.1, mhce_shortlist=1024, mhp_shortlist=4096, lenpen=2.0, autocast_bf16=True,
 )
 

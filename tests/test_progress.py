@@ -32,6 +32,8 @@ def test_minutes_left_takes_the_first_stopping_rule():
     assert TrainProgress().minutes_left(400, 120) is None
     assert TrainProgress(train_minutes=1.0).minutes_left(10, 600) == 0.0
     assert TrainProgress(max_update=1000).minutes_left(0, 5) is None
+    line = TrainProgress(every_s=0)(INNER.format(ppl=5.5, ups=1.0, n=7, wall=60))
+    assert line == "[train] update 7 | 1.0 min trained | train ppl 5.5"
 
 
 def test_minutes_left_keeps_the_pace_so_far_across_a_validation():
@@ -42,8 +44,6 @@ def test_minutes_left_keeps_the_pace_so_far_across_a_validation():
     after = progress(INNER.format(ppl=58.05, ups=0.4, n=850, wall=576))
     assert before.startswith("[train] update 840/5800 | 9.2 min trained, ~54.3 min left")
     assert after.startswith("[train] update 850/5800 | 9.6 min trained, ~55.9 min left")
-    line = TrainProgress(every_s=0)(INNER.format(ppl=5.5, ups=1.0, n=7, wall=60))
-    assert line == "[train] update 7 | 1.0 min trained | train ppl 5.5"
 
 
 def test_run_sends_output_to_the_log_and_only_progress_to_the_terminal(tmp_path, capsys):

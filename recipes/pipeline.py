@@ -412,8 +412,9 @@ def interval_median(text: str, key: str) -> float | None:
 
 
 def parse_train_log(log: Path) -> dict[str, object]:
-    """Parameter count, updates, wall time, median training words/s and last validation
-    numbers from a fairseq train log."""
+    """Parameter count, updates, wall time (``wall_s``: the whole run; ``train_wall_s``: training
+    steps only, summed over epochs), median training words/s and last validation numbers from a
+    fairseq train log."""
     text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
     stats: dict[str, object] = {}
     wps = interval_median(text, "wps")
@@ -422,11 +423,15 @@ def parse_train_log(log: Path) -> dict[str, object]:
     params = re.search(r"num\. (?:shared )?model params: ([\d,]+)", text)
     if params:
         stats["model_params"] = int(params.group(1).replace(",", ""))
-    for key, pattern in (("num_updates", r"\| num_updates (\d+)"), ("train_wall_s", r"\| train_wall (\d+)"),
-                         ("wall_s", r"\| wall (\d+)")):
+    for key, pattern in (("num_updates", r"\| num_updates (\d+)"), ("wall_s", r"\| wall (\d+)")):
         values = re.findall(pattern, text)
         if values:
             stats[key] = int(values[-1])
+    # each epoch summary's train_wall covers that epoch alone (fairseq resets its meters every
+    # epoch): the run's is their sum, each epoch once (the log file repeats lines)
+    epoch_train_walls = dict(re.findall(r"^epoch (\d+) \|.*\| train_wall (\d+)", text, re.MULTILINE))
+    if epoch_train_walls:
+        stats["train_wall_s"] = sum(int(seconds) for seconds in epoch_train_walls.values())
     valid = re.findall(r"valid on 'valid' subset \| loss ([\d.]+) .*?\| ppl ([\d.]+)", text)
     if valid:
         stats["valid_loss"], stats["valid_ppl"] = float(valid[-1][0]), float(valid[-1][1])

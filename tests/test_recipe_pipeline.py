@@ -119,6 +119,22 @@ def test_ordered_hypotheses_restores_order_and_counts() -> None:
         pipeline.ordered_hypotheses(output, 3)
 
 
+def test_train_log_sums_the_training_wall_of_every_epoch_once(tmp_path: Path) -> None:
+    # epoch summaries as fairseq-train's --log-file writes them (a real run, columns trimmed): it
+    # repeats a line once more each epoch, and each summary's train_wall covers its epoch alone
+    summary = ("epoch {e:03d} | loss 6.575 | ppl 42.13 | wps 1033.2 | ups 2.77 | wpb 372.6 | num_updates {n} | "
+               "lr 0.000875 | gnorm 2.207 | train_wall {train} | wall {wall}")
+    valid = "epoch {e:03d} | valid on 'valid' subset | loss 5.4 | nll_loss 4.1 | ppl {ppl} | wps 1987.5 | num_updates {n}"
+    lines = [summary.format(e=1, n=1750, train=643, wall=668), valid.format(e=1, ppl=84.94, n=1750),
+             *[summary.format(e=2, n=3500, train=608, wall=1299)] * 2, *[valid.format(e=2, ppl=37.08, n=3500)] * 2,
+             *[summary.format(e=3, n=3900, train=140, wall=1460)] * 3]
+    log = tmp_path / "train.log"
+    log.write_text("\n".join(lines) + "\n")
+    stats = pipeline.parse_train_log(log)
+    assert stats["train_wall_s"] == 643 + 608 + 140  # not the last epoch's 140
+    assert stats["wall_s"] == 1460 and stats["num_updates"] == 3900 and stats["valid_ppl"] == 37.08
+
+
 def test_word_level_round_trip() -> None:
     segmenter = WordLevel()
     line = "Wählen Sie Format - Zellen... (Strg+1), dann „OK“."

@@ -124,7 +124,7 @@ def test_train_log_sums_the_training_wall_of_every_epoch_once(tmp_path: Path) ->
     # repeats a line once more each epoch, and each summary's train_wall covers its epoch alone
     summary = ("epoch {e:03d} | loss 6.575 | ppl 42.13 | wps 1033.2 | ups 2.77 | wpb 372.6 | num_updates {n} | "
                "lr 0.000875 | gnorm 2.207 | train_wall {train} | wall {wall}")
-    valid = "epoch {e:03d} | valid on 'valid' subset | loss 5.4 | nll_loss 4.1 | ppl {ppl} | wps 1987.5 | num_updates {n}"
+    valid = "epoch {e:03d} | valid on 'valid' subset | loss 5.4 | nll_loss 4.1 | ppl {ppl} | num_updates {n}"
     lines = [summary.format(e=1, n=1750, train=643, wall=668), valid.format(e=1, ppl=84.94, n=1750),
              *[summary.format(e=2, n=3500, train=608, wall=1299)] * 2, *[valid.format(e=2, ppl=37.08, n=3500)] * 2,
              *[summary.format(e=3, n=3900, train=140, wall=1460)] * 3]

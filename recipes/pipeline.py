@@ -55,7 +55,7 @@ CPU_MODEL_ARGS = (
     "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
     "--encoder-ffn-embed-dim", "1024", "--decoder-ffn-embed-dim", "1024",
     "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
-    "--dropout", "0.2", "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
+    "--dropout", "0.2", "--optimizer", "adam_fused", "--adam-betas", "(0.9,0.98)",
     "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt",
 )
 

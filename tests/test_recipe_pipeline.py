@@ -184,8 +184,9 @@ def test_generate_commands_per_mode() -> None:
                  "--warmup-init-lr 1e-07", "--max-tokens 3584"]),
         (libreoffice, ["+ apt-get download libreoffice-help-de libreoffice-help-en-us libreoffice-l10n-de",
                        "--arch transformer_mhce --mhce-mode mhe", "--encoder-embed-dim 256",
-                       "--stop-time-hours 0.65", "--max-update 12000", "--warmup-updates 2000 --lr-scheduler "
-                       "linear_budget --end-learning-rate 0 --total-num-update 12000 --budget-hours 0.65 --lr 0.0014 "
+                       "--optimizer adam_fused", "--stop-time-hours 0.6833", "--max-update 12000",
+                       "--warmup-updates 2000 --lr-scheduler linear_budget --end-learning-rate 0 "
+                       "--total-num-update 12000 --budget-hours 0.6833 --lr 0.0014 "
                        "--dropout 0.1", "--mhce-shortlist 1024", "--max-tokens 1024", "--autocast-bf16",
                        "checkpoints/checkpoint_best.pt",
                        "--results-path", "--lenpen 2 --cpu"]),

@@ -1,4 +1,5 @@
-"""Stopping and resuming fairseq-train changes nothing, bit for bit, for MHP, MHE and MHS.
+"""Stopping and resuming fairseq-train changes nothing, bit for bit, for MHP, MHE and MHS (and for
+MHE with --optimizer adam_fused, whose state is torch's, not fairseq's).
 
 For each mode: 8 updates in one run, versus 4 updates, stop, then the same command with
 --max-update 8 in the same --save-dir (fairseq resumes from checkpoint_last.pt). The tiny model
@@ -24,6 +25,7 @@ MODES = {
     "mhp": ["--mhce-mode", "mhp"],
     "mhe": ["--mhce-mode", "mhe"],
     "mhs": ["--mhce-mode", "mhs", "--mhs-groups", "2"],
+    "mhe_adam_fused": ["--mhce-mode", "mhe", "--optimizer", "adam_fused"],
 }
 TOTAL, STOP = 8, 4
 

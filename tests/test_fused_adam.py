@@ -76,3 +76,13 @@ def test_fairseq_train_with_it_follows_adam(cli, toy_bin: Path, tmp_path: Path) 
         torch.testing.assert_close(weights["adam_fused"][key], value, rtol=0, atol=2e-3)
     group = states["adam_fused"]["param_groups"][0]
     assert (tuple(group["betas"]), group["eps"], group["weight_decay"], group["fused"]) == ((0.9, 0.98), 1e-8, 0.01, True)
+
+
+def test_weights_other_than_fp32_are_one_clear_error() -> None:
+    import mhce_nmt  # noqa: F401
+    from fairseq.optim import OPTIMIZER_DATACLASS_REGISTRY, OPTIMIZER_REGISTRY
+    from mhce_nmt.errors import MHCEConfigError
+
+    cfg = OPTIMIZER_DATACLASS_REGISTRY["adam_fused"](lr=[1e-3])
+    with pytest.raises(MHCEConfigError, match="steps fp32 weights"):
+        OPTIMIZER_REGISTRY["adam_fused"](cfg, [torch.nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))])

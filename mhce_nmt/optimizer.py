@@ -9,14 +9,15 @@ of an AVX2 EPYC) its step took 34.5 ms against 12.0 ms here (scripts/bench_optim
 a 1,024-token update.
 The one difference in the math is where eps enters: fairseq adds it to sqrt(v) before the bias
 correction, torch after it (eps / sqrt(1 - b2^t) in fairseq's terms); the two steps agree to float
-rounding wherever sqrt(v) >> eps. A checkpoint's optimizer state from one of the two cannot be
-loaded by the other (fairseq refuses the mismatch: resume with the optimizer it was trained with,
-or add --reset-optimizer; the recipes resume with the saved one by themselves, recipes/resume.py).
+rounding wherever sqrt(v) >> eps. fairseq refuses to resume one's checkpoint with the other
+(resume with the optimizer it was trained with, or add --reset-optimizer; the recipes resume with
+the saved one by themselves, recipes/resume.py), except under --fp16/--amp, where it records only
+its wrapper's name: there either loads the other's state (same names), and this one stays fused.
 (No `from __future__ import annotations`: fairseq reads the config dataclass's annotations as types.)
 """
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from fairseq.dataclass import FairseqDataclass
@@ -64,6 +65,13 @@ class FusedAdam(FairseqOptimizer):
         lr = self.cfg.lr[0] if isinstance(self.cfg.lr, Collection) else self.cfg.lr
         return {"lr": lr, "betas": parse_betas(str(self.cfg.adam_betas)), "eps": self.cfg.adam_eps,
                 "weight_decay": self.cfg.weight_decay}
+
+    def load_state_dict(self, state_dict: Dict[str, Any], optimizer_overrides: Optional[Dict[str, Any]] = None) -> None:
+        """fairseq's load, kept on torch's fused kernel. A state saved by fairseq's ``adam`` (the same
+        update and state names; fairseq lets it through only inside its --fp16/--amp wrapper, whose
+        class name is all a checkpoint records) has no ``fused`` flag and would step unfused."""
+        groups = [{**group, "fused": True} for group in state_dict["param_groups"]]
+        super().load_state_dict({**state_dict, "param_groups": groups}, optimizer_overrides)
 
     @property
     def supports_flat_params(self) -> bool:

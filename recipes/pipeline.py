@@ -365,9 +365,9 @@ def stage_train(cfg: Config) -> None:
             write_json(marker, {**trained, "averaged": [p.name for p in average_last_checkpoints(cfg)]})
         return
     requested = option_value(cfg.train.model_args, "--optimizer")
-    resume_with = None if cfg.force else resume_optimizer(cfg.checkpoints / "checkpoint_last.pt", requested)
+    resume_with = None if cfg.force else resume_optimizer(cfg.checkpoints / LAST, requested)
     if resume_with:
-        say("train", f"{cfg.checkpoints / 'checkpoint_last.pt'} holds --optimizer {resume_with}'s state: resuming "
+        say("train", f"{cfg.checkpoints / LAST} holds --optimizer {resume_with}'s state: resuming "
             f"with it (the same update as {requested}; --force starts afresh with {requested})")
         cfg = replace(cfg, train=replace(cfg.train, model_args=(*cfg.train.model_args, "--optimizer", resume_with)))
     cmd = train_command(cfg.bin, cfg.checkpoints, cfg.train, target_vocab_size(cfg))
@@ -388,7 +388,7 @@ def stage_train(cfg: Config) -> None:
     if cfg.average_last > 1:
         stats["averaged"] = [path.name for path in average_last_checkpoints(cfg)]
     write_json(marker, {"mode": cfg.train.mode, "precision": cfg.train.precision,
-                        "session_wall_s": round(time.perf_counter() - start, 1), **stats})
+                        "optimizer": resume_with or requested, "session_wall_s": round(time.perf_counter() - start, 1), **stats})
 
 
 def average_last_checkpoints(cfg: Config) -> list[Path]:
@@ -574,7 +574,7 @@ def stage_summary(cfg: Config) -> None:
     train = load_json(cfg.run_dir / "train.json")
     summary["precision"] = train.get("precision", cfg.train.precision)  # the training run's (older runs: today's flags)
     summary["autocast_bf16"] = summary["precision"] == "bf16 autocast"
-    summary.update({k: train[k] for k in ("model_params",) if k in train})
+    summary.update({k: train[k] for k in ("optimizer", "model_params") if k in train})
     if checkpoint_path(cfg).exists():
         summary["output_layer_params"] = output_layer_params(checkpoint_path(cfg))
     summary.update({k: train[k] for k in ("num_updates", "wall_s", "train_wall_s", "train_words_per_s",

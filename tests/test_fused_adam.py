@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import pytest
 import torch
@@ -13,9 +13,11 @@ import torch
 from toy import train_args, train_losses
 
 
-def trajectory(optimizer_name: str, weight_decay: float, steps: int = 25) -> List[torch.Tensor]:
+def trajectory(optimizer_name: str, weight_decay: float, steps: int = 25,
+               resumed_as: Optional[str] = None) -> List[torch.Tensor]:
     """Parameters of a small MLP after `steps` optimizer steps on fixed data, the optimizer taken
-    from fairseq's registry by name."""
+    from fairseq's registry by name; with `resumed_as`, the second half of the steps is taken by that
+    optimizer, loaded with the first one's state_dict (a checkpoint resumed by the other)."""
     import mhce_nmt  # noqa: F401  (registers adam_fused)
     from fairseq.optim import OPTIMIZER_DATACLASS_REGISTRY, OPTIMIZER_REGISTRY
 
@@ -25,11 +27,18 @@ def trajectory(optimizer_name: str, weight_decay: float, steps: int = 25) -> Lis
     # eps is the one place the two differ (added before or after the bias correction): at 1e-8 it
     # moves weights with near-zero gradients by up to 2e-5 in 25 steps here, at 1e-12 by rounding only
     settings = {"adam_betas": "(0.9,0.98)", "adam_eps": 1e-12, "weight_decay": weight_decay, "lr": [1e-2]}
-    if optimizer_name == "adam":
-        settings["tpu"] = False
-    cfg = OPTIMIZER_DATACLASS_REGISTRY[optimizer_name](**settings)
-    optimizer = OPTIMIZER_REGISTRY[optimizer_name](cfg, list(model.parameters()))
-    for _ in range(steps):
+
+    def build(name: str):
+        extra = {"tpu": False} if name == "adam" else {}
+        return OPTIMIZER_REGISTRY[name](OPTIMIZER_DATACLASS_REGISTRY[name](**settings, **extra),
+                                        list(model.parameters()))
+
+    optimizer = build(optimizer_name)
+    for step in range(steps):
+        if resumed_as and step == steps // 2:
+            state = optimizer.state_dict()
+            optimizer = build(resumed_as)
+            optimizer.load_state_dict(state)
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
@@ -43,6 +52,33 @@ def test_its_steps_are_fairseqs_adam(weight_decay: float) -> None:
     for p, q, p0 in zip(fused, reference, start):
         assert not torch.equal(q, p0)  # the run moved the weights
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("first, then", [("adam", "adam_fused"), ("adam_fused", "adam")])
+def test_either_resumes_the_others_state(first: str, then: str) -> None:
+    """What fairseq lets through under --fp16/--amp (it records only the wrapper's class): either
+    optimizer loads the other's state and goes on as an unbroken run of fairseq's adam would, and
+    adam_fused stays on torch's fused kernel."""
+    resumed, reference = trajectory(first, 0.05, resumed_as=then), trajectory("adam", 0.05)
+    for p, q in zip(resumed, reference):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_a_loaded_fairseq_adam_state_keeps_the_fused_kernel() -> None:
+    import mhce_nmt  # noqa: F401  (registers adam_fused)
+    from fairseq.optim import OPTIMIZER_DATACLASS_REGISTRY, OPTIMIZER_REGISTRY
+
+    params = [torch.nn.Parameter(torch.randn(4))]
+    settings = {"adam_betas": "(0.9,0.98)", "adam_eps": 1e-8, "weight_decay": 0.0, "lr": [1e-3]}
+    saved = OPTIMIZER_REGISTRY["adam"](OPTIMIZER_DATACLASS_REGISTRY["adam"](**settings, tpu=False), params)
+    params[0].grad = torch.ones(4)
+    saved.step()
+    fused = OPTIMIZER_REGISTRY["adam_fused"](OPTIMIZER_DATACLASS_REGISTRY["adam_fused"](**settings), params)
+    fused.load_state_dict(saved.state_dict())
+    assert "fused" not in saved.state_dict()["param_groups"][0]
+    assert fused.optimizer.param_groups[0]["fused"] is True
+    fused.step()  # the fused kernel accepts the loaded state (its step count made a tensor)
+    assert float(fused.optimizer.state[params[0]]["step"]) == 2
 
 
 def test_bad_betas_are_one_clear_error() -> None:

@@ -568,8 +568,11 @@ def test_a_run_begun_with_fairseqs_adam_resumes_with_it_under_adam_fused(
     for stage in ("spm", "binarize", "train"):
         cfg = pipeline.main(old, [*argv, "--max-update", "3", "--stage", stage])
     last = cfg.checkpoints / "checkpoint_last.pt"
-    history = lambda: torch.load(last, weights_only=False)["optimizer_history"]  # noqa: E731
-    assert [h["optimizer_name"] for h in history()] == ["FairseqAdam"]
+
+    def saved_optimizers() -> list[str]:
+        return [h["optimizer_name"] for h in torch.load(last, weights_only=False)["optimizer_history"]]
+
+    assert saved_optimizers() == ["FairseqAdam"]
     (cfg.run_dir / "train.json").unlink()  # interrupted: the recipe trains again, from checkpoint_last.pt
     capfd.readouterr()
 
@@ -577,9 +580,27 @@ def test_a_run_begun_with_fairseqs_adam_resumes_with_it_under_adam_fused(
     out = capfd.readouterr().out
     assert "holds --optimizer adam's state: resuming with it" in out
     assert re.search(r"\(epoch \d+ @ 3 updates\)", (cfg.checkpoints / "train.out").read_text())
-    assert json.loads((cfg.run_dir / "train.json").read_text())["num_updates"] == 6
-    assert [h["optimizer_name"] for h in history()][-1] == "FairseqAdam"
+    trained = json.loads((cfg.run_dir / "train.json").read_text())
+    assert (trained["num_updates"], trained["optimizer"]) == (6, "adam")
+    assert saved_optimizers()[-1] == "FairseqAdam"
 
     pipeline.main(new, [*argv, "--max-update", "3", "--stage", "train", "--force"])
     assert "resuming with it" not in capfd.readouterr().out
-    assert [h["optimizer_name"] for h in history()] == ["FusedAdam"]
+    assert saved_optimizers() == ["FusedAdam"]
+    assert json.loads((cfg.run_dir / "train.json").read_text())["optimizer"] == "adam_fused"
+
+
+@pytest.mark.parametrize("saved, requested, expected", [
+    ("FairseqAdam", "adam_fused", "adam"), ("FusedAdam", "adam", "adam_fused"),  # the pair: the saved one
+    ("FairseqAdam", "adam", None), ("FusedAdam", "adam_fused", None),  # the same class: as asked
+    ("FP16Optimizer", "adam_fused", None), (None, "adam_fused", None),  # a wrapper, no history: fairseq decides
+    ("FairseqAdam", "sgd", None),  # outside the pair: fairseq's own check
+])
+def test_the_optimizer_a_checkpoint_resumes_with(saved: str | None, requested: str, expected: str | None,
+                                                 tmp_path: Path) -> None:
+    from recipes.resume import resume_optimizer
+
+    checkpoint = tmp_path / "checkpoint_last.pt"
+    assert resume_optimizer(checkpoint, requested) is None  # no checkpoint yet
+    torch.save({"optimizer_history": [{"criterion_name": "C", "optimizer_name": saved}] if saved else []}, checkpoint)
+    assert resume_optimizer(checkpoint, requested) == expected

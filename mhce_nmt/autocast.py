@@ -3,7 +3,7 @@
 fairseq 0.12's --bf16 implies --tpu (it fails on CPU and CUDA alike) and --amp is CUDA fp16, so
 the task offers --autocast-bf16: each training step runs under torch.autocast(device, bfloat16).
 Matrix products run in bf16; weights, gradients and optimizer state stay fp32. On CPUs with
-AVX512-BF16 or AMX that speeds up a whole transformer step by ~1.25x (README, "Quickstart").
+AVX512-BF16 or AMX that speeds up a whole transformer step by ~1.25x (results/demo_runs/README.md).
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from recipes.libreoffice_de_en.extract import add_extract_arguments, extract, fi
 # whatever the machine's speed, and the 1,024 most frequent ids scored directly. Batches of 1,024
 # tokens: on a 2-core CPU they train at about the words/s of larger ones (results/cpu_profile), so the
 # same minutes hold more updates, and at equal words they reached a lower validation perplexity and
-# more BLEU than 2,048 or 4,096 (README); the warm-up covers the same words as 500 updates of 4,096,
+# more BLEU than 2,048 or 4,096 (results/demo_runs/README.md); the warm-up covers the same words as 500 updates of 4,096,
 # and the peak lr is 1.4e-3 (2e-3 scored 0.97 BLEU less at this batch size).
 # Training steps run under bf16 autocast where it pays (a GPU, or a CPU with AVX512-BF16 or AMX: more
 # updates per minute); other CPUs emulate bf16, 34x slower than fp32 (results/cpu_profile), and train

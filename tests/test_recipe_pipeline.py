@@ -558,7 +558,7 @@ def test_lr_schedule_linear_budget_reaches_fairseq_with_both_budgets(tmp_path: P
 def test_a_run_begun_with_fairseqs_adam_resumes_with_it_under_adam_fused(
         tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """A run interrupted under fairseq's adam (the recipe's optimizer before adam_fused) goes on with
-    adam and says so, where fairseq would stop with an AssertionError; --force starts afresh."""
+    adam and says so, where fairseq would stop with an AssertionError."""
     work = tmp_path / "work"
     write_data(work)
     argv = ["--mode", "mhe", "--workers", "1", "--log-format", "simple"]
@@ -577,17 +577,25 @@ def test_a_run_begun_with_fairseqs_adam_resumes_with_it_under_adam_fused(
     capfd.readouterr()
 
     pipeline.main(new, [*argv, "--max-update", "6", "--stage", "train"])
-    out = capfd.readouterr().out
-    assert "holds --optimizer adam's state: resuming with it" in out
+    assert "holds --optimizer adam's state: resuming with it" in capfd.readouterr().out
     assert re.search(r"\(epoch \d+ @ 3 updates\)", (cfg.checkpoints / "train.out").read_text())
     trained = json.loads((cfg.run_dir / "train.json").read_text())
     assert (trained["num_updates"], trained["optimizer"]) == (6, "adam")
     assert saved_optimizers()[-1] == "FairseqAdam"
 
-    pipeline.main(new, [*argv, "--max-update", "3", "--stage", "train", "--force"])
-    assert "resuming with it" not in capfd.readouterr().out
-    assert saved_optimizers() == ["FusedAdam"]
-    assert json.loads((cfg.run_dir / "train.json").read_text())["optimizer"] == "adam_fused"
+
+def test_force_starts_afresh_with_the_recipes_optimizer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
+    argv = ["--mode", "mhe", "--stage", "train", "--dry-run"]
+    checkpoints = recipe_config(recipe, argv).checkpoints
+    checkpoints.mkdir(parents=True)
+    torch.save({"optimizer_history": [{"optimizer_name": "FairseqAdam"}]}, checkpoints / "checkpoint_last.pt")
+    for extra, optimizer in (([], "adam"), (["--force"], "adam_fused")):
+        pipeline.main(recipe, [*argv, *extra])
+        out = capsys.readouterr().out
+        command = shlex.split(next(line[2:] for line in out.splitlines() if line.startswith("+ fairseq-train")))
+        assert last_value(command, "--optimizer") == optimizer
+        assert ("resuming with it" in out) == (optimizer == "adam")
 
 
 @pytest.mark.parametrize("saved, requested, expected", [

@@ -387,8 +387,8 @@ def stage_train(cfg: Config) -> None:
     stats = parse_train_log(cfg.checkpoints / "train.log")
     if cfg.average_last > 1:
         stats["averaged"] = [path.name for path in average_last_checkpoints(cfg)]
-    write_json(marker, {"mode": cfg.train.mode, "precision": cfg.train.precision,
-                        "optimizer": resume_with or requested, "session_wall_s": round(time.perf_counter() - start, 1), **stats})
+    write_json(marker, {"mode": cfg.train.mode, "precision": cfg.train.precision, "optimizer": resume_with or requested,
+                        "session_wall_s": round(time.perf_counter() - start, 1), **stats})
 
 
 def average_last_checkpoints(cfg: Config) -> list[Path]:

@@ -152,6 +152,11 @@ def test_merge_keeps_one_record_per_point_and_valid_curves_read_train_logs(tmp_p
     assert bench.main(["--valid-curves", str(table_path), str(log)]) == []
     assert table_path.read_text().splitlines()[2] == "| spm16000-w500-t8192-s1 mhe-shortlist | 61.8 | 20.6 |"
     assert table_path.with_suffix(".png").stat().st_size > 10_000
+    assert bench.main(["--valid-curves", str(table_path), str(log), "--valid-every", "213"]) == []
+    assert table_path.read_text().splitlines()[0] == "| run | 213 |"  # 213's multiples only: epoch 1
+    assert table_path.read_text().splitlines()[2] == "| spm16000-w500-t8192-s1 mhe-shortlist | 300.0 |"
+    with pytest.raises(SystemExit):
+        bench.main(["--valid-curves", str(table_path), str(log), "--valid-every", "0"])
 
 
 def test_benchmarks_keep_their_schedule_whatever_the_demo_uses(tmp_path: Path):

@@ -349,9 +349,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     no_training.add_argument("--valid-curves", type=Path, nargs="+", metavar="PATH",
                              help="OUT.md TRAIN_LOG [...]: validation ppl against updates from fairseq "
                                   "train.logs (table and OUT.png), train nothing")
-    parser.add_argument("--valid-every", type=int, default=500, metavar="N",
-                        help="with --valid-curves: the table keeps updates that are multiples of N, the plot "
-                             "every point from N on (an epoch's length in updates gives one column per epoch)")
+    parser.add_argument("--valid-every", type=int, metavar="N",
+                        help="with --valid-curves: the table keeps updates that are multiples of N (default "
+                             "500), the plot every point from N on (an epoch's length in updates gives one "
+                             "column per epoch)")
     no_training.add_argument("--recipe-summaries", type=Path, nargs="+", metavar="PATH",
                              help="OUT SUMMARY [...]: recipe runs' summary.json files as records of this "
                                   "benchmark (arms trained by recipes/*/run.py with one schedule, named by "
@@ -364,8 +365,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.valid_curves is not None and len(args.valid_curves) < 2:
         parser.error("--valid-curves needs the output file and at least one train.log")
-    if args.valid_every < 1:
-        parser.error(f"--valid-every must be >= 1, got {args.valid_every}")
+    if args.valid_every is not None and (args.valid_curves is None or args.valid_every < 1):
+        parser.error(f"--valid-every {args.valid_every}: give N >= 1, with --valid-curves")
     if args.recipe_summaries is not None and len(args.recipe_summaries) < 2:
         parser.error("--recipe-summaries needs the output file and at least one summary.json")
     if args.merge is not None and len(args.merge) < 2:
@@ -478,7 +479,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
         missing = [str(p) for p in args.valid_curves[1:] if not p.exists()]
         if missing:
             sys.exit(f"error: --valid-curves input not found: {', '.join(missing)}")
-        print(valid_curves(args.valid_curves[1:], args.valid_curves[0], every=args.valid_every), end="")
+        print(valid_curves(args.valid_curves[1:], args.valid_curves[0], every=args.valid_every or 500), end="")
         return []
     if args.recipe_summaries:
         missing = [str(p) for p in args.recipe_summaries[1:] if not p.exists()]

@@ -128,7 +128,8 @@ def test_learning_rate_and_dropout_join_the_schedule_and_reach_fairseq(tmp_path:
     assert cfg.train.shortlist_args == ()  # arms choose their shortlist, never the demo's default
 
 
-def test_merge_keeps_one_record_per_point_and_valid_curves_read_train_logs(tmp_path: Path):
+def test_merge_keeps_one_record_per_point_and_valid_curves_read_train_logs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     first, second = tmp_path / "a.json", tmp_path / "b.json"
     first.write_text(json.dumps([record("mhe", "", 500, 10.0), record("softmax", "", 500, 9.0)]))
     second.write_text(json.dumps([record("mhe", "", 500, 11.0), record("mhe", "", 1000, 20.0)]))
@@ -155,8 +156,10 @@ def test_merge_keeps_one_record_per_point_and_valid_curves_read_train_logs(tmp_p
     assert bench.main(["--valid-curves", str(table_path), str(log), "--valid-every", "213"]) == []
     assert table_path.read_text().splitlines()[0] == "| run | 213 |"  # 213's multiples only: epoch 1
     assert table_path.read_text().splitlines()[2] == "| spm16000-w500-t8192-s1 mhe-shortlist | 300.0 |"
-    with pytest.raises(SystemExit):
-        bench.main(["--valid-curves", str(table_path), str(log), "--valid-every", "0"])
+    for bad in (["--valid-curves", str(table_path), str(log), "--valid-every", "0"], ["--valid-every", "213"]):
+        with pytest.raises(SystemExit):
+            bench.main(bad)
+        assert "--valid-every" in capsys.readouterr().err.splitlines()[-1]
 
 
 def test_benchmarks_keep_their_schedule_whatever_the_demo_uses(tmp_path: Path):

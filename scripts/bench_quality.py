@@ -357,8 +357,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                              help="OUT SUMMARY [...]: recipe runs' summary.json files as records of this "
                                   "benchmark (arms trained by recipes/*/run.py with one schedule, named by "
                                   "--settings), written to OUT (+ .md, .png); train nothing")
-    parser.add_argument("--settings", default="recipe",
-                        help="with --recipe-summaries: the schedule the runs shared (a tag for the records)")
+    parser.add_argument("--settings", metavar="TAG",
+                        help="with --recipe-summaries: the schedule the runs shared, a tag for the records "
+                             "(default: recipe)")
     no_training.add_argument("--prepare-only", action="store_true",
                              help="extract, segment and binarise the corpus for --vocab-size, train nothing "
                                   "(before parallel runs, which must not prepare it at once)")
@@ -367,6 +368,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error("--valid-curves needs the output file and at least one train.log")
     if args.valid_every is not None and (args.valid_curves is None or args.valid_every < 1):
         parser.error(f"--valid-every {args.valid_every}: give N >= 1, with --valid-curves")
+    if args.settings is not None and args.recipe_summaries is None:
+        parser.error(f"--settings {args.settings} tags recipe summaries: give it with --recipe-summaries")
     if args.recipe_summaries is not None and len(args.recipe_summaries) < 2:
         parser.error("--recipe-summaries needs the output file and at least one summary.json")
     if args.merge is not None and len(args.merge) < 2:
@@ -485,7 +488,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
         missing = [str(p) for p in args.recipe_summaries[1:] if not p.exists()]
         if missing:
             sys.exit(f"error: --recipe-summaries input not found: {', '.join(missing)}")
-        records = [recipe_record(json.loads(p.read_text()), args.settings) for p in args.recipe_summaries[1:]]
+        tag = args.settings or "recipe"
+        records = [recipe_record(json.loads(p.read_text()), tag) for p in args.recipe_summaries[1:]]
         write_outputs(records, args.recipe_summaries[0])
         print(markdown_table(records), end="")
         return records

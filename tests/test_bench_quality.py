@@ -179,7 +179,7 @@ def test_benchmarks_keep_their_schedule_whatever_the_demo_uses(tmp_path: Path):
     assert words[len(words) - 1 - words[::-1].index("--optimizer") + 1] == "adam"
 
 
-def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Path):
+def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     """A recipe run's summary.json (fields as recipes/pipeline.py writes them) -> one record per
     run; the same arm at two length penalties stays two curves; a shortlist other than 1,024 ids (mhe's
     default) is named by its size, read from the summary's output layer (arm mhp-s4096, or mhp at its
@@ -221,6 +221,12 @@ def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Pat
     assert out.with_suffix(".png").exists()
     with pytest.raises(SystemExit, match="not found"):
         bench.main(["--recipe-summaries", str(out), str(tmp_path / "missing.json")])
+    untagged = bench.main(["--recipe-summaries", str(out), str(files[0])])
+    assert [r["settings"] for r in untagged] == ["recipe"]  # no --settings: the runs' tag is "recipe"
+    for alone in (["--settings", "demo-fp32"], ["--plot-only", str(out), "--settings", "demo-fp32"]):
+        with pytest.raises(SystemExit):  # a tag with nothing to tag is refused, not ignored
+            bench.main(alone)
+        assert "--settings demo-fp32" in capsys.readouterr().err.splitlines()[-1]
 
 
 def test_a_recipe_summary_of_another_seed_keeps_its_variant_and_names_its_seed(tmp_path: Path):

@@ -84,6 +84,7 @@ class Recipe:
     dropout: float | None = None  # None: the value in model_args
     mhce_shortlist: int = 0  # mhe/mhp: the most frequent ids scored directly (0 = none)
     mhp_shortlist: int | None = None  # mhp's N where it differs from mhce_shortlist
+    wide_vocab: int | None = None  # from this vocabulary size up, mhe takes mhp's N as well (None: never)
     mhe_tied: bool = False  # mhe: tie every output row to the decoder input embeddings
     share_all: bool = False  # one input embedding table for both languages (joint dictionary only)
     spm_samples: int = 0  # sampled segmentations of each training pair added to its best one
@@ -116,6 +117,7 @@ class Config:
     spm_alpha: float = 0.1
     tail_order: str = "frequency"
     shortlist: int = 0
+    recipe_shortlist: int = 0  # the recipe's N for this mode at vocab_size: its run directory has no -sN
     precision_note: str = ""  # why training runs in the precision it does, when the recipe chose it
     force: bool = False
     dry_run: bool = False
@@ -358,6 +360,8 @@ def target_vocab_size(cfg: Config) -> int:
 def stage_train(cfg: Config) -> None:
     """``fairseq-train``; resumes from ``checkpoint_last.pt`` when a previous run stopped early."""
     marker = cfg.run_dir / "train.json"
+    if not cfg.force:
+        refuse_another_shortlist(cfg, cfg.checkpoints / LAST, "give --force to train afresh here")
     if done("train", cfg, [marker], [cfg.bin / f"dict.{lang}.txt" for lang in cfg.langs]):
         trained = load_json(marker)
         if cfg.average_last > 1 and not cfg.dry_run and len(trained.get("averaged", [])) != cfg.average_last:
@@ -389,6 +393,31 @@ def stage_train(cfg: Config) -> None:
         stats["averaged"] = [path.name for path in average_last_checkpoints(cfg)]
     write_json(marker, {"mode": cfg.train.mode, "precision": cfg.train.precision, "optimizer": resume_with or requested,
                         "session_wall_s": round(time.perf_counter() - start, 1), **stats})
+
+
+def refuse_another_shortlist(cfg: Config, checkpoint: Path, fix: str) -> None:
+    """Exit in one line where `checkpoint` (the run directory's) scores another shortlist N than this run
+    asks for (a default that changed since it trained), rather than resume it into fairseq's shape mismatch
+    or decode the other model; `fix` ends the message after the move it suggests."""
+    if cfg.train.mode not in COARSE_TO_FINE_MODES or not checkpoint.exists():
+        return
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    saved_cfg = (state.get("cfg") or {}).get("model") or state.get("args")  # fairseq's cfg, or an old one's args
+    if saved_cfg is None:  # no model configuration to compare: fairseq's own load checks decide
+        return
+    saved = int(section_value(saved_cfg, "mhce_shortlist") or 0)
+    asked = int(option_value(cfg.train.shortlist_args, "--mhce-shortlist") or 0)
+    if saved == asked:
+        return
+    move = ""
+    if not cfg.train.run_name:  # a benchmark's arm is named by its method, not by N
+        tag = "" if saved == cfg.recipe_shortlist else f"-s{saved}"
+        its_own = replace(cfg, train=replace(cfg.train, shortlist_tag=tag)).run_dir
+        move = f"move it to {its_own}, where --mhce-shortlist {saved} goes on with it, or "
+    sys.exit(f"error: {cfg.run_dir} holds a {cfg.train.mode} trained with --mhce-shortlist {saved}, this run "
+             f"asks for {asked}: {move}{fix}")
 
 
 def average_last_checkpoints(cfg: Config) -> list[Path]:
@@ -463,6 +492,8 @@ def stage_generate(cfg: Config) -> None:
     if not cfg.dry_run and not checkpoint_path(cfg).exists():
         sys.exit(f"error: {checkpoint_path(cfg)} not found: run the train stage first (with the same "
                  f"--average-last; 0 decodes checkpoint_best.pt)")
+    if not cfg.dry_run:
+        refuse_another_shortlist(cfg, checkpoint_path(cfg), "train afresh here with --stage train --force")
     cmd = generate_command(cfg.bin, checkpoint_path(cfg), cfg.run_dir / "gen", cfg.train.mode,
                            beam=cfg.beam, batch_size=cfg.batch_size, topk_groups=cfg.topk_groups,
                            cpu=cfg.train.cpu, lenpen=cfg.lenpen)
@@ -668,6 +699,7 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--mhce-shortlist", type=int, metavar="N",
                         help=f"mhe/mhp: score the N most frequent ids directly (default {recipe.mhce_shortlist}"
                              + (f", mhp {recipe.mhp_shortlist}" if recipe.mhp_shortlist is not None else "")
+                             + (f", mhe's too from --vocab-size {recipe.wide_vocab} up" if recipe.wide_vocab else "")
                              + "; 0 = none)")
     parser.add_argument("--mhe-tie-label-embeddings", action=argparse.BooleanOptionalAction, default=None,
                         help="mhe: every id's output row is its decoder input embedding (shortlist rows "
@@ -764,13 +796,23 @@ def shortlist_size(args: argparse.Namespace, recipe: Recipe) -> int:
     --mhce-shortlist is refused)."""
     if args.mhce_shortlist and args.mode not in COARSE_TO_FINE_MODES:
         sys.exit(f"error: --mhce-shortlist applies to --mode mhe or mhp, not {args.mode}; drop the option")
-    size = default_shortlist(recipe, args.mode) if args.mhce_shortlist is None else args.mhce_shortlist
+    default = default_shortlist(recipe, args.mode, requested_vocab_size(args, recipe))
+    size = default if args.mhce_shortlist is None else args.mhce_shortlist
     return size if args.mode in COARSE_TO_FINE_MODES else 0
 
 
-def default_shortlist(recipe: Recipe, mode: str) -> int:
-    """The recipe's shortlist N for `mode` (mhp's own where the recipe sets one)."""
-    return recipe.mhp_shortlist if mode == "mhp" and recipe.mhp_shortlist is not None else recipe.mhce_shortlist
+def default_shortlist(recipe: Recipe, mode: str, vocab_size: int) -> int:
+    """The recipe's shortlist N for `mode` at `vocab_size`: mhp's own N where the recipe sets one, and
+    mhe's too from the recipe's wide_vocab up; mhce_shortlist otherwise."""
+    wide = recipe.wide_vocab is not None and vocab_size >= recipe.wide_vocab
+    if recipe.mhp_shortlist is not None and (mode == "mhp" or (mode == "mhe" and wide)):
+        return recipe.mhp_shortlist
+    return recipe.mhce_shortlist
+
+
+def requested_vocab_size(args: argparse.Namespace, recipe: Recipe) -> int:
+    """--vocab-size, else the recipe's: sentencepiece pieces, or with --word-level the dictionary cap."""
+    return args.vocab_size or (recipe.word_vocab_size if args.word_level else recipe.vocab_size)
 
 
 def shortlist_args(args: argparse.Namespace, recipe: Recipe) -> tuple[str, ...]:
@@ -781,7 +823,8 @@ def shortlist_args(args: argparse.Namespace, recipe: Recipe) -> tuple[str, ...]:
 
 def shortlist_tag(args: argparse.Namespace, recipe: Recipe) -> str:
     """``-sN`` for a run whose --mhce-shortlist N is not the recipe's, so it gets its own directory."""
-    given = args.mhce_shortlist is not None and args.mhce_shortlist != default_shortlist(recipe, args.mode)
+    default = default_shortlist(recipe, args.mode, requested_vocab_size(args, recipe))
+    given = args.mhce_shortlist is not None and args.mhce_shortlist != default
     return f"-s{args.mhce_shortlist}" if given and args.mode in COARSE_TO_FINE_MODES else ""
 
 
@@ -846,7 +889,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
     if args.fp16 and args.autocast_bf16:
         sys.exit("error: --fp16 and --autocast-bf16 are two kinds of mixed precision; drop one of them")
     autocast_bf16, precision_note = training_precision(args.autocast_bf16, recipe.autocast_bf16 and not args.fp16, gpu)
-    vocab_size = args.vocab_size or (recipe.word_vocab_size if args.word_level else recipe.vocab_size)
+    vocab_size = requested_vocab_size(args, recipe)
     settings = TrainSettings(
         mode=args.mode, base_arch=recipe.base_arch,
         model_args=(*recipe.model_args, "--warmup-updates", str(args.warmup_updates), *schedule_overrides(args)),
@@ -869,6 +912,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         topk_groups=args.topk_groups, lenpen=args.lenpen, average_last=args.average_last,
         spm_samples=args.spm_samples, spm_alpha=args.spm_alpha, tail_order=args.tail_order,
         shortlist=shortlist_size(args, recipe), precision_note=precision_note,
+        recipe_shortlist=default_shortlist(recipe, args.mode, vocab_size) if args.mode in COARSE_TO_FINE_MODES else 0,
         force=args.force,
         dry_run=args.dry_run,
     )

@@ -44,8 +44,8 @@ from recipes.vocab import load_segmenter  # noqa: E402
 DEFAULT_METHODS = ("softmax", "adaptive", "mhp", "mhe", "mhs")
 #: softmax trained through a fused linear + loss kernel (mhce_nmt.fused_softmax)
 FUSED_SOFTMAX_METHODS = tuple(f"softmax-{k}" for k in pipeline.SOFTMAX_KERNELS if k != "eager")
-#: mhe/mhp with the recipe's frequent-token shortlist (mhe 1,024 ids, mhp 4,096; not run unless
-#: named); another size may follow, e.g. mhp+shortlist1024
+#: mhe/mhp with the recipe's frequent-token shortlist at --vocab-size (mhp 4,096 ids; mhe 1,024 below
+#: 24k, 4,096 from 24k up; not run unless named); another size may follow, e.g. mhp+shortlist1024
 SHORTLIST_METHODS = ("mhe+shortlist", "mhp+shortlist")
 SHORTLIST_METHOD = re.compile(r"(mhe|mhp)\+shortlist([1-9]\d*)?")
 #: --model base: transformer_wmt_en_de's width and depth, over the recipe's CPU-sized model
@@ -62,7 +62,7 @@ def method_settings(cfg: pipeline.Config, method: str) -> pipeline.Config:
     directory of its own)."""
     base, _, variant = method.partition("+")
     mode, _, kernel = base.partition("-")
-    size = variant.removeprefix("shortlist") or str(pipeline.default_shortlist(libreoffice.RECIPE, mode))
+    size = variant.removeprefix("shortlist") or str(pipeline.default_shortlist(libreoffice.RECIPE, mode, cfg.vocab_size))
     shortlist = ("--mhce-shortlist", size) if variant else ()
     return replace(cfg, train=replace(cfg.train, mode=mode, softmax_kernel=kernel or "eager",
                                       shortlist_args=shortlist, shortlist_tag="",  # the method names the run

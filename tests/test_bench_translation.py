@@ -142,15 +142,19 @@ def test_prepare_only_is_an_option():
 
 
 def test_shortlist_methods_train_with_the_recipes_shortlist_in_their_own_run_directory(tmp_path: Path):
+    """mhe+shortlist / mhp+shortlist take the LibreOffice recipe's N for the mode at --vocab-size (mhp
+    4,096; mhe 4,096 from 24k up, 1,024 below); plain mhe has no shortlist."""
     import mhce_nmt  # noqa: F401
     from fairseq import options
 
-    args = bench.parse_args(["--work-dir", str(tmp_path), "--methods", "softmax", "mhe+shortlist", "mhp+shortlist"])
-    cfg, _ = bench.recipe_config(args)
-    for method in ("mhe", "mhe+shortlist", "mhp+shortlist"):
-        arm = bench.method_settings(cfg, method)
-        cmd = bench.train_command(arm.bin, arm.checkpoints, arm.train, 32_000)
-        parsed = options.parse_args_and_arch(options.get_training_parser(), cmd[1:])
-        assert parsed.mhce_mode == method[:3]
-        assert parsed.mhce_shortlist == {"mhe": 0, "mhe+shortlist": 1024, "mhp+shortlist": 4096}[method]  # per mode
-        assert arm.run_dir.name == f"spm32000-{method}"
+    for vocab, mhe_size in ((32000, 4096), (16000, 1024)):
+        args = bench.parse_args(["--work-dir", str(tmp_path), "--vocab-size", str(vocab),
+                                 "--methods", "softmax", "mhe+shortlist", "mhp+shortlist"])
+        cfg, _ = bench.recipe_config(args)
+        for method in ("mhe", "mhe+shortlist", "mhp+shortlist"):
+            arm = bench.method_settings(cfg, method)
+            cmd = bench.train_command(arm.bin, arm.checkpoints, arm.train, vocab)
+            parsed = options.parse_args_and_arch(options.get_training_parser(), cmd[1:])
+            assert parsed.mhce_mode == method[:3]
+            assert parsed.mhce_shortlist == {"mhe": 0, "mhe+shortlist": mhe_size, "mhp+shortlist": 4096}[method]
+            assert arm.run_dir.name == f"spm{vocab}-{method}"

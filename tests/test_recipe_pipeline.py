@@ -471,7 +471,52 @@ def test_mhp_may_have_a_shortlist_of_its_own(tmp_path: Path) -> None:
     assert last_value(train_command(mhe.bin, mhe.checkpoints, mhe.train, 16000), "--mhce-shortlist") == "1024"
     assert recipe_config(recipe, ["--mode", "mhe", "--mhce-shortlist", "4096"]).run_dir.name == "spm16000-mhe-s4096"
     from recipes.libreoffice_de_en.run import RECIPE
-    assert (pipeline.default_shortlist(RECIPE, "mhe"), pipeline.default_shortlist(RECIPE, "mhp")) == (1024, 4096)
+    assert [pipeline.default_shortlist(RECIPE, mode, 16000) for mode in ("mhe", "mhp")] == [1024, 4096]
+
+
+def test_from_the_recipes_wide_vocab_up_mhe_takes_mhps_shortlist(tmp_path: Path) -> None:
+    """With wide_vocab set, mhe's default N is mhp's from that vocabulary size up (sentencepiece pieces, or
+    the --word-level dictionary cap), mhce_shortlist below it; a given N is kept, and the run directory
+    names it where it differs from the default at that size. The LibreOffice recipe: 4,096 from 24k up."""
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024,
+                             mhp_shortlist=4096, wide_vocab=24000)
+    for options, shortlist, run in ((["--vocab-size", "16000"], "1024", "spm16000-mhe"),
+                                    (["--vocab-size", "23999"], "1024", "spm23999-mhe"),
+                                    (["--vocab-size", "24000"], "4096", "spm24000-mhe"),
+                                    (["--vocab-size", "32000"], "4096", "spm32000-mhe"),
+                                    (["--vocab-size", "32000", "--mhce-shortlist", "1024"], "1024", "spm32000-mhe-s1024"),
+                                    (["--vocab-size", "16000", "--mhce-shortlist", "4096"], "4096", "spm16000-mhe-s4096"),
+                                    (["--word-level"], "4096", "word32000-mhe")):
+        cfg = recipe_config(recipe, ["--mode", "mhe", *options])
+        assert last_value(train_command(cfg.bin, cfg.checkpoints, cfg.train, 30000), "--mhce-shortlist") == shortlist
+        assert (cfg.shortlist, cfg.run_dir.name) == (int(shortlist), run)
+    old = recipe_config(recipe, ["--mode", "mhe", "--vocab-size", "32000"])  # trained when mhe's N was 1,024
+    old.checkpoints.mkdir(parents=True)
+    torch.save({"cfg": {"model": argparse.Namespace(mhce_shortlist=1024)}}, old.checkpoints / "checkpoint_last.pt")
+    with pytest.raises(SystemExit, match=f"{old.run_dir} holds a mhe trained with --mhce-shortlist 1024, this run "
+                                         f"asks for 4096: move it to {old.run_dir}-s1024, where --mhce-shortlist "
+                                         "1024 goes on with it, or give --force to train afresh here"):
+        pipeline.stage_train(old)
+    (old.checkpoints / "checkpoint_last.pt").rename(tmp_path / "last.pt")
+    moved = recipe_config(recipe, ["--mode", "mhe", "--vocab-size", "32000", "--mhce-shortlist", "1024"])
+    moved.checkpoints.mkdir(parents=True)
+    (tmp_path / "last.pt").rename(moved.checkpoints / "checkpoint_last.pt")
+    pipeline.refuse_another_shortlist(moved, moved.checkpoints / "checkpoint_last.pt", "")  # the same N
+    torch.save({"cfg": {"model": argparse.Namespace(mhce_shortlist=4096)}}, moved.checkpoints / "checkpoint_best.pt")
+    with pytest.raises(SystemExit, match=f"{moved.run_dir} holds a mhe trained with --mhce-shortlist 4096, this run "
+                                         f"asks for 1024: move it to {old.run_dir}, where --mhce-shortlist 4096 "
+                                         "goes on with it, or train afresh here with --stage train --force"):
+        pipeline.stage_generate(moved)  # the recipe's N at 32k: the directory without -sN
+    best = moved.checkpoints / "checkpoint_best.pt"
+    torch.save({"args": argparse.Namespace(mhce_shortlist=4096)}, best)  # an older fairseq's checkpoint
+    with pytest.raises(SystemExit, match="holds a mhe trained with --mhce-shortlist 4096, this run asks for 1024"):
+        pipeline.refuse_another_shortlist(moved, best, "")
+    torch.save({"model": {}}, best)  # no configuration saved: nothing to compare, fairseq's own checks decide
+    pipeline.refuse_another_shortlist(moved, best, "")
+    narrow = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024, mhp_shortlist=4096)
+    assert recipe_config(narrow, ["--mode", "mhe", "--vocab-size", "32000"]).shortlist == 1024  # no wide_vocab
+    from recipes.libreoffice_de_en.run import RECIPE
+    assert [pipeline.default_shortlist(RECIPE, mode, 32000) for mode in ("mhe", "mhp")] == [4096, 4096]
 
 
 def test_per_level_smoothing_is_an_ablation_with_its_own_run(tmp_path: Path) -> None:

@@ -796,9 +796,16 @@ def shortlist_size(args: argparse.Namespace, recipe: Recipe) -> int:
     --mhce-shortlist is refused)."""
     if args.mhce_shortlist and args.mode not in COARSE_TO_FINE_MODES:
         sys.exit(f"error: --mhce-shortlist applies to --mode mhe or mhp, not {args.mode}; drop the option")
-    default = default_shortlist(recipe, args.mode, requested_vocab_size(args, recipe))
-    size = default if args.mhce_shortlist is None else args.mhce_shortlist
+    size = recipe_shortlist(args, recipe) if args.mhce_shortlist is None else args.mhce_shortlist
     return size if args.mode in COARSE_TO_FINE_MODES else 0
+
+
+def recipe_shortlist(args: argparse.Namespace, recipe: Recipe) -> int:
+    """The recipe's N for --mode at the requested vocabulary: a run without --mhce-shortlist gets it, and its
+    run directory has no -sN (0 for modes without a shortlist)."""
+    if args.mode not in COARSE_TO_FINE_MODES:
+        return 0
+    return default_shortlist(recipe, args.mode, requested_vocab_size(args, recipe))
 
 
 def default_shortlist(recipe: Recipe, mode: str, vocab_size: int) -> int:
@@ -823,8 +830,7 @@ def shortlist_args(args: argparse.Namespace, recipe: Recipe) -> tuple[str, ...]:
 
 def shortlist_tag(args: argparse.Namespace, recipe: Recipe) -> str:
     """``-sN`` for a run whose --mhce-shortlist N is not the recipe's, so it gets its own directory."""
-    default = default_shortlist(recipe, args.mode, requested_vocab_size(args, recipe))
-    given = args.mhce_shortlist is not None and args.mhce_shortlist != default
+    given = args.mhce_shortlist is not None and args.mhce_shortlist != recipe_shortlist(args, recipe)
     return f"-s{args.mhce_shortlist}" if given and args.mode in COARSE_TO_FINE_MODES else ""
 
 
@@ -912,7 +918,7 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         topk_groups=args.topk_groups, lenpen=args.lenpen, average_last=args.average_last,
         spm_samples=args.spm_samples, spm_alpha=args.spm_alpha, tail_order=args.tail_order,
         shortlist=shortlist_size(args, recipe), precision_note=precision_note,
-        recipe_shortlist=default_shortlist(recipe, args.mode, vocab_size) if args.mode in COARSE_TO_FINE_MODES else 0,
+        recipe_shortlist=recipe_shortlist(args, recipe),
         force=args.force,
         dry_run=args.dry_run,
     )

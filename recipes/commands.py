@@ -189,9 +189,9 @@ def train_command(bin_dir: Path, save_dir: Path, settings: TrainSettings, tgt_vo
 def generate_command(
     bin_dir: Path, checkpoint: Path, results_dir: Path, mode: str, *, beam: int = 5,
     batch_size: int = 64, topk_groups: int = 8, cpu: bool = True, max_len: tuple[float, int] = (1.2, 10),
-    lenpen: float = 1.0,
+    lenpen: float = 1.0, subset: str = "test",
 ) -> list[str]:
-    """``fairseq-generate`` on the test subset; the output goes to ``results_dir/generate-test.txt``.
+    """``fairseq-generate`` on `subset`; the output goes to ``results_dir/generate-<subset>.txt``.
 
     ``mhe``/``mhp`` decode coarse-to-fine with the plugin's task (``--mhe-topk-groups``);
     the other modes use the stock translation task. Hypotheses are capped at
@@ -206,7 +206,7 @@ def generate_command(
     else:
         cmd += ["--task", "translation"]
     cmd += [
-        "--path", str(checkpoint), "--gen-subset", "test", "--beam", str(beam),
+        "--path", str(checkpoint), "--gen-subset", subset, "--beam", str(beam),
         "--batch-size", str(batch_size), "--max-len-a", f"{max_len[0]:g}", "--max-len-b", str(max_len[1]),
         "--results-path", str(results_dir),
     ]

@@ -42,6 +42,7 @@ from recipes.commands import (
     preprocess_command, train_command,
 )
 from recipes.progress import TrainProgress
+from recipes.provenance import origin
 from recipes.report import examples, report
 from recipes.resume import option_value, resume_optimizer
 from recipes.vocab import SentencePiece, WordLevel, load_segmenter
@@ -112,6 +113,7 @@ class Config:
     batch_size: int = 64
     topk_groups: int = 8
     lenpen: float = 1.0
+    valid_lenpens: tuple[float, ...] = ()  # choose the test's length penalty among these on validation BLEU
     average_last: int = 0
     spm_samples: int = 0
     spm_alpha: float = 0.1
@@ -219,6 +221,16 @@ def run(cmd: list[str], dry_run: bool, log: Path | None = None,
         if tail:
             print(f"--- end of {log} ---\n{tail}", file=sys.stderr, flush=True)
         raise subprocess.CalledProcessError(proc.returncode, cmd)
+
+
+def read_origins(path: Path) -> list[dict[str, object]]:
+    """The origin of every training attempt of a run, oldest first (train-origins.jsonl)."""
+    return [json.loads(line) for line in read_lines(path) if line.strip()] if path.exists() else []
+
+
+def invocation() -> str:
+    """This process's own command line (the recipe call that ran a stage)."""
+    return shlex.join([Path(sys.executable).name, *sys.argv])
 
 
 def read_lines(path: Path) -> list[str]:
@@ -386,13 +398,19 @@ def stage_train(cfg: Config) -> None:
     start = time.perf_counter()
     minutes = cfg.train.stop_time_hours * 60 if cfg.train.stop_time_hours else None
     say("train", f"fairseq's full output goes to {cfg.checkpoints / 'train.out'}; a progress line every minute")
+    origins_file = cfg.run_dir / "train-origins.jsonl"  # one line per attempt: a resumed run may span commits
+    if cfg.force:
+        origins_file.unlink(missing_ok=True)
+    with origins_file.open("a", encoding="utf-8") as origins:
+        origins.write(json.dumps({**origin(cmd), "invoked": invocation()}, ensure_ascii=False) + "\n")
     run(cmd, dry_run=False, log=cfg.checkpoints / "train.out",
         on_line=TrainProgress(max_update=cfg.train.max_update, train_minutes=minutes))
     stats = parse_train_log(cfg.checkpoints / "train.log")
     if cfg.average_last > 1:
         stats["averaged"] = [path.name for path in average_last_checkpoints(cfg)]
     write_json(marker, {"mode": cfg.train.mode, "precision": cfg.train.precision, "optimizer": resume_with or requested,
-                        "session_wall_s": round(time.perf_counter() - start, 1), **stats})
+                        "session_wall_s": round(time.perf_counter() - start, 1), **stats,
+                        "origins": read_origins(origins_file)})
 
 
 def refuse_another_shortlist(cfg: Config, checkpoint: Path, fix: str) -> None:
@@ -482,43 +500,75 @@ def checkpoint_path(cfg: Config) -> Path:
 
 
 def stage_generate(cfg: Config) -> None:
-    """Beam search on the test set, then desegment and restore the original sentence order.
+    """Beam search on the validation set, at each --valid-lenpens value (or --lenpen alone), then on
+    the test set once, at the length penalty with the highest validation BLEU; each output
+    desegmented and in the original sentence order.
 
-    Fails when fairseq returns a different number of hypotheses than there are test lines.
+    Fails when fairseq returns a different number of hypotheses than there are source lines.
     """
-    hyp_file, stats_file = cfg.run_dir / "gen" / "hyp.txt", cfg.run_dir / "gen.json"
-    if done("generate", cfg, [hyp_file, stats_file], [cfg.run_dir / "train.json"]):
+    hyp_file, stats_file, valid_file = cfg.run_dir / "gen" / "hyp.txt", cfg.run_dir / "gen.json", cfg.run_dir / "valid.json"
+    if done("generate", cfg, [hyp_file, stats_file, valid_file], [cfg.run_dir / "train.json"]):
         return
     if not cfg.dry_run and not checkpoint_path(cfg).exists():
         sys.exit(f"error: {checkpoint_path(cfg)} not found: run the train stage first (with the same "
                  f"--average-last; 0 decodes checkpoint_best.pt)")
     if not cfg.dry_run:
         refuse_another_shortlist(cfg, checkpoint_path(cfg), "train afresh here with --stage train --force")
-    cmd = generate_command(cfg.bin, checkpoint_path(cfg), cfg.run_dir / "gen", cfg.train.mode,
-                           beam=cfg.beam, batch_size=cfg.batch_size, topk_groups=cfg.topk_groups,
-                           cpu=cfg.train.cpu, lenpen=cfg.lenpen)
+    lenpens = cfg.valid_lenpens or (cfg.lenpen,)
+    valid: dict[str, dict[str, object]] = {}
+    for lenpen in lenpens:
+        out_dir = cfg.run_dir / f"gen-valid-lp{lenpen:g}"
+        stats = decode_split(cfg, "valid", lenpen, out_dir)
+        if not cfg.dry_run:
+            scores = score_files(out_dir / "hyp.txt", cfg.data / f"valid.{cfg.tgt}")
+            valid[f"{lenpen:g}"] = {**{k: scores[k] for k in ("bleu", "chrf", "bp", "hyp_ref_ratio")},
+                                    **{k: stats[k] for k in ("sentences_per_s",) if k in stats}}
+            say("generate", f"valid, lenpen {lenpen:g}: BLEU {scores['bleu']}, chrF {scores['chrf']}, BP {scores['bp']}")
+    if cfg.dry_run:
+        decode_split(cfg, "test", cfg.lenpen, cfg.run_dir / "gen")
+        if len(lenpens) > 1:
+            say("generate", "the test set is decoded once, at the length penalty of the highest valid BLEU")
+        return
+    chosen = max(lenpens, key=lambda lenpen: valid[f"{lenpen:g}"]["bleu"])  # ties: the first listed
+    write_json(valid_file, {"lenpen": chosen, "chosen_by": "valid BLEU" if len(lenpens) > 1 else "given",
+                            "by_lenpen": valid})
+    stats = decode_split(cfg, "test", chosen, cfg.run_dir / "gen")
+    write_json(stats_file, stats)
+    say("generate", f"{stats['sentences']} test hypotheses at lenpen {chosen:g} -> {hyp_file}")
+
+
+def decode_split(cfg: Config, split: str, lenpen: float, out_dir: Path) -> dict[str, object]:
+    """``fairseq-generate`` of `split` into `out_dir`, its hypotheses desegmented in source order into
+    ``out_dir/hyp.txt``; returns sizes, speed and origin (nothing but the printed command on a dry run)."""
+    cmd = generate_command(cfg.bin, checkpoint_path(cfg), out_dir, cfg.train.mode, beam=cfg.beam,
+                           batch_size=cfg.batch_size, topk_groups=cfg.topk_groups, cpu=cfg.train.cpu,
+                           lenpen=lenpen, subset=split)
     if cfg.dry_run:
         run(cmd, dry_run=True)
-        say("generate", f"desegment hypotheses in test order -> {hyp_file}")
-        return
+        say("generate", f"desegment hypotheses in {split} order -> {out_dir / 'hyp.txt'}")
+        return {}
     start = time.perf_counter()
-    run(cmd, dry_run=False, log=cfg.run_dir / "gen" / "generate.log")
+    run(cmd, dry_run=False, log=out_dir / "generate.log")
     wall = time.perf_counter() - start
-    output = (cfg.run_dir / "gen" / "generate-test.txt").read_text(encoding="utf-8")
-    log = (cfg.run_dir / "gen" / "generate.log").read_text(encoding="utf-8", errors="replace")
-    expected = len(read_lines(cfg.data / f"test.{cfg.src}"))
+    output = (out_dir / f"generate-{split}.txt").read_text(encoding="utf-8")
+    log = (out_dir / "generate.log").read_text(encoding="utf-8", errors="replace")
+    expected = len(read_lines(cfg.data / f"{split}.{cfg.src}"))
     hypotheses = ordered_hypotheses(output, expected)
     segmenter = load_segmenter(cfg.segmenter_path(cfg.tgt))
-    write_lines(hyp_file, [segmenter.decode(tokens.split()) for tokens in hypotheses])
+    write_lines(out_dir / "hyp.txt", [segmenter.decode(tokens.split()) for tokens in hypotheses])
+    stats: dict[str, object] = {"split": split, "sentences": expected, "wall_s": round(wall, 1), "beam": cfg.beam,
+                                "lenpen": lenpen, **decode_speed(log + output), "origin": origin(cmd)}
+    return stats
+
+
+def decode_speed(text: str) -> dict[str, float]:
+    """decode_s, sentences_per_s and tokens_per_s from fairseq-generate's 'Translated ...' line."""
     speed = re.search(r"Translated ([\d,]+) sentences .*? in ([\d.]+)s \(([\d.]+) sentences/s, ([\d.]+) tokens/s",
-                      log + output)
-    stats: dict[str, object] = {"sentences": expected, "wall_s": round(wall, 1), "beam": cfg.beam,
-                                "lenpen": cfg.lenpen}
-    if speed:
-        stats.update(decode_s=float(speed.group(2)), sentences_per_s=float(speed.group(3)),
-                     tokens_per_s=float(speed.group(4)))
-    write_json(stats_file, stats)
-    say("generate", f"{expected} hypotheses -> {hyp_file} ({stats})")
+                      text)
+    if not speed:
+        return {}
+    return {"decode_s": float(speed.group(2)), "sentences_per_s": float(speed.group(3)),
+            "tokens_per_s": float(speed.group(4))}
 
 
 def ordered_hypotheses(generate_output: str, expected: int) -> list[str]:
@@ -618,9 +668,35 @@ def stage_summary(cfg: Config) -> None:
             summary[f"decode_{key}"] = generation[key]
     summary.update({k: generation[k] for k in ("beam", "lenpen") if k in generation})
     summary.update({k: v for k, v in load_json(cfg.run_dir / "score.json").items() if k != "sentences"})
+    valid = load_json(cfg.run_dir / "valid.json")
+    if valid:
+        at = valid["by_lenpen"][f"{valid['lenpen']:g}"]
+        summary.update({"valid_bleu": at["bleu"], "valid_chrf": at["chrf"], "valid_bp": at["bp"],
+                        "lenpen_chosen_by": valid["chosen_by"], "valid_by_lenpen": valid["by_lenpen"]})
     summary["output"] = output_layer_description(cfg)
+    summary.update(record_origin(train.get("origins", []), generation.get("origin")))
     write_json(summary_file, summary)
     print(closing_report(cfg, summary), flush=True)
+
+
+def record_origin(train_origins: list[dict[str, object]], decode_origin: dict[str, object] | None) -> dict[str, object]:
+    """A summary's provenance: the commit that trained the model (several, comma-joined, where a
+    resumed run spans commits), whether any attempt ran from a changed tree, the training command,
+    the machine facts of the last attempt, and the decoding's own commit and command. Empty for a
+    run trained before origins were recorded."""
+    if not train_origins:
+        return {}
+    last = train_origins[-1]
+    fields: dict[str, object] = {
+        "commit": ",".join(dict.fromkeys(str(o["commit"]) for o in train_origins)),
+        "dirty": any(bool(o["dirty"]) for o in train_origins), "command": last["command"],
+        "invoked": last.get("invoked"), "cpu": last["cpu"], "cpu_bf16": last.get("cpu_bf16"),
+        "threads": last["threads"], "train_attempts": len(train_origins),
+    }
+    if decode_origin:
+        fields.update(decode_commit=decode_origin["commit"], decode_dirty=decode_origin["dirty"],
+                      decode_command=decode_origin["command"])
+    return fields
 
 
 def section_value(section: object, name: str) -> object:
@@ -657,7 +733,8 @@ def closing_report(cfg: Config, summary: dict[str, object]) -> str:
     executable = Path(sys.executable).parent / "fairseq-interactive"
     spm = None if cfg.word_level else cfg.segmenter_path(cfg.src)
     command = interactive_command(cfg.bin, checkpoint_path(cfg), cfg.train.mode, spm, beam=cfg.beam,
-                                  topk_groups=cfg.topk_groups, cpu=cfg.train.cpu, lenpen=cfg.lenpen,
+                                  topk_groups=cfg.topk_groups, cpu=cfg.train.cpu,
+                                  lenpen=float(summary.get("lenpen") or cfg.lenpen),
                                   executable=str(executable) if executable.exists() else "fairseq-interactive")
     return report(summary, example_text, shlex.join(command))
 
@@ -735,6 +812,9 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
                              "checkpoint_best)")
     parser.add_argument("--average-interval", type=int, default=recipe.average_interval, metavar="UPDATES",
                         help="default %(default)s")
+    parser.add_argument("--valid-interval", type=int, default=0, metavar="UPDATES",
+                        help="also validate (and save checkpoint_best.pt where validation loss is lowest) every "
+                             "UPDATES updates, not only at epoch ends (default 0: epoch ends only)")
     parser.add_argument("--seed", type=int, default=1,
                         help="training seed (default 1; another seed's run directory ends in -seedN)")
     parser.add_argument("--fp16", action="store_true", help="mixed precision (GPU only)")
@@ -753,6 +833,9 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--topk-groups", type=int, default=8, help="mhe/mhp decoding: groups kept per step")
     parser.add_argument("--lenpen", type=float, default=recipe.lenpen,
                         help="beam search length penalty, > 1 favours longer output (default %(default)g)")
+    parser.add_argument("--valid-lenpens", type=float, nargs="+", default=(), metavar="LENPEN",
+                        help="decode the validation set at each of these length penalties and the test set once, "
+                             "at the one with the highest validation BLEU (instead of --lenpen)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="fairseq-preprocess workers")
     parser.add_argument("--stage", choices=stage_names, help="run this stage only")
     parser.add_argument("--force", action="store_true", help="redo stages whose outputs exist")
@@ -853,6 +936,9 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
     """Turn parsed options into a :class:`Config`."""
     import torch
 
+    if args.valid_interval < 0 or (args.valid_interval and args.average_last > 1):
+        sys.exit(f"error: --valid-interval {args.valid_interval}: give UPDATES >= 1, and not with --average-last "
+                 "(whose checkpoints every --average-interval updates are validated already)")
     if args.average_last < 0 or args.average_interval < 1:
         sys.exit(f"error: --average-last must be >= 0 and --average-interval >= 1, got {args.average_last} "
                  f"and {args.average_interval}")
@@ -900,8 +986,8 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         mode=args.mode, base_arch=recipe.base_arch,
         model_args=(*recipe.model_args, "--warmup-updates", str(args.warmup_updates), *schedule_overrides(args)),
         softmax_args=recipe.softmax_args, shortlist_args=shortlist_args(args, recipe),
-        save_interval_updates=args.average_interval if args.average_last > 1 else 0,
-        keep_interval_updates=args.average_last if args.average_last > 1 else 0,
+        save_interval_updates=args.average_interval if args.average_last > 1 else args.valid_interval,
+        keep_interval_updates=args.average_last if args.average_last > 1 else int(args.valid_interval > 0),
         max_tokens=args.max_tokens, max_update=args.max_update,
         stop_time_hours=args.train_minutes / 60 if args.train_minutes else None, seed=args.seed,
         cpu=not gpu, fp16=args.fp16, autocast_bf16=autocast_bf16, softmax_kernel=args.softmax_kernel,
@@ -915,7 +1001,8 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         work_dir=args.work_dir.resolve(), src=args.src, tgt=args.tgt, vocab_size=vocab_size,
         word_level=args.word_level, joint=not args.separate_vocab, train=settings,
         workers=args.workers, beam=args.beam, batch_size=args.batch_size,
-        topk_groups=args.topk_groups, lenpen=args.lenpen, average_last=args.average_last,
+        topk_groups=args.topk_groups, lenpen=args.lenpen, valid_lenpens=tuple(args.valid_lenpens),
+        average_last=args.average_last,
         spm_samples=args.spm_samples, spm_alpha=args.spm_alpha, tail_order=args.tail_order,
         shortlist=shortlist_size(args, recipe), precision_note=precision_note,
         recipe_shortlist=recipe_shortlist(args, recipe),

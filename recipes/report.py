@@ -17,9 +17,11 @@ ROWS = (
     ("train_words_per_s", "training speed (target words/s)", "float1"),
     ("precision", "training precision", "str"),
     ("valid_ppl", "validation perplexity (last checkpoint)", "float2"),
+    ("valid_bleu", "validation BLEU", "float2"),
     ("bleu", "test BLEU", "float2"),
     ("chrf", "test chrF", "float2"),
     ("bp", "brevity penalty (hyp/ref length)", "bp"),
+    ("lenpen", "beam search length penalty", "lenpen"),
     ("decode_sentences_per_s", "decoding (sentences/s)", "float1"),
     ("decode_tokens_per_s", "decoding (tokens/s)", "float1"),
 )
@@ -37,6 +39,9 @@ def _cell(kind: str, value: object, summary: Mapping[str, object]) -> str:
     if kind == "bp":
         ratio = summary.get("hyp_ref_ratio")
         return f"{float(value):.3f}" + (f" ({float(ratio):.3f})" if ratio is not None else "")
+    if kind == "lenpen":
+        chosen = summary.get("lenpen_chosen_by")
+        return f"{float(value):g}" + (" (highest validation BLEU)" if chosen == "valid BLEU" else "")
     if kind.startswith("float"):
         return f"{float(value):,.{kind[-1]}f}"
     return str(value)

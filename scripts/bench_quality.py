@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +45,7 @@ sys.path.insert(0, str(REPO))
 from recipes import pipeline  # noqa: E402
 from recipes.commands import generate_command, train_command  # noqa: E402
 from recipes.libreoffice_de_en import run as libreoffice  # noqa: E402
+from recipes.provenance import origin  # noqa: E402
 from recipes.vocab import load_segmenter  # noqa: E402
 from scripts.bench_translation import device_name, recipe_config, run_measured  # noqa: E402
 
@@ -63,18 +63,6 @@ ARMS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
     "mhp/shortlist4096": ("mhp", "shortlist4096", ("--mhce-shortlist", "4096")),
     "mhe/shortlist+tied": ("mhe", "shortlist+tied", ("--mhce-shortlist", "1024", "--mhe-tie-label-embeddings")),
 }
-
-
-def code_version() -> str:
-    """The repository's commit, with "+changes" when the working tree differs from it; where the
-    tree has no git history (a copy sent to a GPU machine), $MHCE_CODE_VERSION or "unknown"."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD")
-    if not commit:
-        return os.environ.get("MHCE_CODE_VERSION", "unknown")
-    return commit + ("+changes" if git("status", "--porcelain", "--", "mhce_nmt") else "")
 
 
 DEFAULT_LR = 1e-3
@@ -209,7 +197,7 @@ def score_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Name
             "updates": updates, "settings": settings_tag(args), "seed": args.seed,
             "arm_options": " ".join(extra),
             "device": device_name(),
-            "commit": code_version(),
+            **origin(),
             "valid_ppl": numbers["valid_ppl"].get(updates),
             "train_words_per_s": round(numbers["wps"], 1) if numbers["wps"] else None,
             "train_words_per_update": round(numbers["wpb"], 1) if numbers["wpb"] else None,
@@ -427,9 +415,24 @@ def merge_records(inputs: Sequence[Path]) -> List[Dict[str, object]]:
     is two records): for a point in more than one file, the later file's record wins."""
     merged: Dict[Tuple[object, ...], Dict[str, object]] = {}
     for path in inputs:
-        for r in json.loads(path.read_text()):
+        records = json.loads(path.read_text())
+        refuse_without_commit(records, path)
+        for r in records:
             merged[(*record_key(r), r.get("lenpen"))] = r
     return list(merged.values())
+
+
+#: what ties a record to the code and machine that made it (recipes.pipeline.record_origin)
+ORIGIN_KEYS = ("commit", "dirty", "command", "cpu", "cpu_bf16", "threads", "decode_commit", "decode_command")
+
+
+def refuse_without_commit(records: Sequence[Dict[str, object]], source: Path) -> None:
+    """Exit in one line where a record or summary of `source` has no commit: its numbers cannot be traced
+    to the code that made them."""
+    if any(not r.get("commit") for r in records):
+        sys.exit(f"error: {source} has a record without a commit (written before records carried their origin); "
+                 "retrain or re-summarise it with the current recipe (its summary then names the commit), "
+                 "or leave it out")
 
 
 def recipe_record(summary: Dict[str, object], settings: str) -> Dict[str, object]:
@@ -449,8 +452,9 @@ def recipe_record(summary: Dict[str, object], settings: str) -> Dict[str, object
                                                     else size.group(1))]
     parts += ["ctx"] if summary.get("tail_order") == "context" else []  # tail grouped by context
     variant = "+".join(parts + ([suffix] if suffix else []))
-    keys = ("bleu", "chrf", "bp", "hyp_ref_ratio", "valid_ppl", "train_words_per_s", "decode_sentences_per_s",
-            "decode_tokens_per_s", "lenpen", "beam", "bleu_signature", "bleu_detail")
+    keys = ("bleu", "chrf", "bp", "hyp_ref_ratio", "valid_bleu", "valid_chrf", "valid_bp", "valid_ppl",
+            "train_words_per_s", "decode_sentences_per_s", "decode_tokens_per_s", "lenpen", "lenpen_chosen_by",
+            "beam", "bleu_signature", "bleu_detail", *ORIGIN_KEYS)
     return {"vocab": summary["dictionary"][summary["pair"].split("-")[1]], "method": summary["mode"],
             "variant": variant, "updates": summary["num_updates"], "settings": settings, "seed": seed,
             "sentences": summary["data_pairs"]["test"], **{k: summary.get(k) for k in keys}}
@@ -489,7 +493,10 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
         if missing:
             sys.exit(f"error: --recipe-summaries input not found: {', '.join(missing)}")
         tag = args.settings or "recipe"
-        records = [recipe_record(json.loads(p.read_text()), tag) for p in args.recipe_summaries[1:]]
+        summaries = {p: json.loads(p.read_text()) for p in args.recipe_summaries[1:]}
+        for path, summary in summaries.items():
+            refuse_without_commit([summary], path)
+        records = [recipe_record(summary, tag) for summary in summaries.values()]
         write_outputs(records, args.recipe_summaries[0])
         print(markdown_table(records), end="")
         return records

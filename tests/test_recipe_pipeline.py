@@ -200,8 +200,10 @@ def test_dry_run_prints_every_command(recipe, expected: list[str], tmp_path: Pat
     work = tmp_path / "work"
     recipe.main(["--dry-run", "--work-dir", str(work)])
     out = capsys.readouterr().out
-    for command in ("+ fairseq-preprocess", "+ fairseq-train", "+ fairseq-generate"):
+    for command in ("+ fairseq-preprocess", "+ fairseq-train"):
         assert out.count(command) == 1
+    generate = [line for line in out.splitlines() if line.startswith("+ fairseq-generate")]
+    assert [line.split("--gen-subset ")[1].split()[0] for line in generate] == ["valid", "test"]
     for fragment in expected:
         assert fragment in out
     assert not work.exists()

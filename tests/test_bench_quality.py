@@ -11,6 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 import bench_quality as bench  # noqa: E402
+from recipes import pipeline  # noqa: E402
 
 # lines as fairseq-train's --log-file writes them (copied from a real run)
 INNER = ("epoch 001:     {n} / 213 loss=12.971, nll_loss=12.672, total=3337.3, n_correct=6.3, "
@@ -25,7 +26,7 @@ def record(method, variant, updates, bleu, vocab=16004, minutes=None):
     return {"vocab": vocab, "method": method, "variant": variant, "updates": updates, "bleu": bleu,
             "chrf": 40.0, "bp": 0.95, "hyp_ref_ratio": 0.951, "valid_ppl": 20.0, "train_words_per_s": 2000.0,
             "train_minutes": minutes, "decode_sentences_per_s": 30.0, "decode_tokens_per_s": 600.0,
-            "bleu_signature": "nrefs:1|tok:13a"}
+            "bleu_signature": "nrefs:1|tok:13a", "commit": "0123abc", "command": "python scripts/bench_quality.py"}
 
 
 def test_log_numbers_reads_medians_and_validation_by_update(tmp_path: Path):
@@ -189,7 +190,8 @@ def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Pat
                 "dictionary": {"de": 16000, "en": 16000}, "num_updates": 2000, "train_words_per_s": 1500.0,
                 "valid_ppl": 13.1, "decode_sentences_per_s": 40.0, "decode_tokens_per_s": 800.0, "beam": 5,
                 "lenpen": lenpen, "bleu": bleu, "bleu_signature": "nrefs:1|tok:13a", "bleu_detail": "BLEU = ...",
-                "bp": 0.99, "hyp_ref_ratio": 0.99, "chrf": 52.0, "output": output}
+                "bp": 0.99, "hyp_ref_ratio": 0.99, "chrf": 52.0, "output": output, "valid_bleu": bleu + 1,
+                **pipeline.record_origin([ORIGIN], {**ORIGIN, "command": "fairseq-generate data"})}
     files = []
     for i, (mode, output, bleu, lenpen) in enumerate((
             ("softmax", "softmax", 28.0, 1.0), ("mhe", "mhe (shortlist 1024 + heads 123x122)", 27.8, 1.0),
@@ -216,6 +218,8 @@ def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Pat
                                   ("mhp", "shortlist", 2000, 27.2, 2.0, 16000, "demo-fp32"),
                                   ("mhe", "shortlist+per-level", 2000, 27.5, 2.0, 16000, "demo-fp32"),
                                   ("mhe", "shortlist2048+tieshort", 2000, 28.4, 2.0, 16000, "demo-fp32")]
+    assert {(r["valid_bleu"], r["commit"], r["dirty"], r["command"], r["decode_command"]) for r in records[:1]} == {
+        (29.0, "0123abc", False, "fairseq-train data --seed 1", "fairseq-generate data")}
     table = out.with_suffix(".md").read_text()
     assert "| mhe/shortlist lenpen 2 |" in table and "| mhe/shortlist |" in table
     assert out.with_suffix(".png").exists()
@@ -229,12 +233,40 @@ def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Pat
         assert "--settings demo-fp32" in capsys.readouterr().err.splitlines()[-1]
 
 
+ORIGIN = {"commit": "0123abc", "dirty": False, "command": "fairseq-train data --seed 1", "cpu": "AMD EPYC",
+          "cpu_bf16": "none", "threads": 2, "python": "3.11.7", "invoked": "python recipes/x/run.py"}
+
+
+def test_records_and_summaries_without_a_commit_are_refused(tmp_path: Path):
+    """A number that cannot be traced to its code is not merged: a record or summary without a commit
+    stops the run in one line naming the file."""
+    unrecorded = tmp_path / "old.json"
+    unrecorded.write_text(json.dumps([record("mhe", "", 500, 10.0), {**record("mhe", "", 1000, 11.0), "commit": ""}]))
+    with pytest.raises(SystemExit, match=r"old\.json has a record without a commit"):
+        bench.main(["--merge", str(tmp_path / "out.json"), str(unrecorded)])
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"pair": "de-en", "mode": "softmax", "dictionary": {"en": 16000},
+                                   "num_updates": 8000, "data_pairs": {"test": 2000}}))
+    with pytest.raises(SystemExit, match=r"summary\.json has a record without a commit"):
+        bench.main(["--recipe-summaries", str(tmp_path / "out.json"), str(summary)])
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_a_resumed_run_names_every_commit_that_trained_it():
+    second = {**ORIGIN, "commit": "4567def", "dirty": True, "command": "fairseq-train data --seed 1 --resume"}
+    fields = pipeline.record_origin([ORIGIN, second, ORIGIN], None)
+    assert (fields["commit"], fields["dirty"], fields["command"], fields["train_attempts"]) == (
+        "0123abc,4567def", True, "fairseq-train data --seed 1", 3)
+    assert "decode_commit" not in fields and pipeline.record_origin([], ORIGIN) == {}
+
+
 def test_a_recipe_summary_of_another_seed_keeps_its_variant_and_names_its_seed(tmp_path: Path):
     """A run trained with --seed 2 (arm mhe-tieshort-seed2) is the variant of its seed-1 twin with
     seed 2 as a field and in its curve's label; settings that name another seed are refused."""
     summary = {"pair": "de-en", "mode": "mhe", "arm": "mhe-tieshort-seed2", "seed": 2, "tail_order": "frequency",
                "data_pairs": {"test": 2000}, "dictionary": {"de": 16000, "en": 16000}, "num_updates": 2000,
-               "lenpen": 2.0, "bleu": 28.1, "bleu_signature": "nrefs:1", "output": "mhe (shortlist 1024 + heads 123x122)"}
+               "lenpen": 2.0, "bleu": 28.1, "bleu_signature": "nrefs:1", "output": "mhe (shortlist 1024 + heads 123x122)",
+               "commit": "0123abc"}
     path = tmp_path / "seed2.json"
     path.write_text(json.dumps(summary))
     (record,) = bench.main(["--recipe-summaries", str(tmp_path / "out.json"), str(path), "--settings", "w500-s2-fp32"])

@@ -1,16 +1,20 @@
-"""README.md's "Using it" commands, run exactly as printed, so the README cannot drift from the code.
+"""README.md's walkthrough ("Train on your own data"), run exactly as printed, so the README
+cannot drift from the code.
 
-The convention (stated in the README): the commands run from the repository root, and `WORK`
-(assigned in the bash block) names a directory holding `bin-spm16000/` (fairseq-preprocess
-output of one language pair), `seg-spm16000/spm.model` (the sentencepiece model its text was
-segmented with), `data/test.en` (raw test references) and, for decoding, the demo's model at
-`CKPT` (also assigned in the block).
-Here a temporary directory stands in for the repository root: `mhce_nmt` is a link to the plugin,
-and WORK (the README's own relative path) holds a tiny German -> English corpus (a word-for-word
-lexicon), a real sentencepiece model trained on it, its binarised data and a tiny mhe model
-trained on it. Every bash command runs through bash (the console scripts of this venv first on
-PATH), the python block through this interpreter. The one change: the training command gets
-TRAIN_OVERRIDES appended (argparse keeps the last value), so that it finishes in seconds.
+The walkthrough's convention (stated in the README): the commands run from the repository root;
+its first bash block assigns `DATA` (raw parallel text: {train,valid,test}.{de,en}) and `WORK`
+(where every later step writes), both relative paths. Its other blocks, in order: sentencepiece
+training and encoding (bash running a python heredoc), fairseq-preprocess, fairseq-train,
+fairseq-generate and sacrebleu, fairseq-interactive, and a python block using the hub interface.
+
+Here a temporary directory stands in for the repository root: `mhce_nmt` is a link to the
+plugin, and DATA (the README's own relative path) holds a tiny raw German -> English corpus (a
+word-for-word lexicon that covers the README's example sentence). Every bash block runs through
+bash after the assignments (the console scripts of this venv first on PATH), the python block
+through this interpreter. The sentencepiece and preprocess blocks build WORK as printed. The
+training block runs as printed plus TRAIN_OVERRIDES (argparse keeps the last value), so that it
+finishes in seconds; the decoding blocks then decode a tiny model trained on the README's own
+binarised data for long enough to translate, saved where the README's training command saves.
 """
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ import sentencepiece as spm
 from toy import CLI_ENV, PLUGIN, REPO, train_args
 
 README = REPO / "README.md"
-TRAIN_OVERRIDES = ["--arch", "transformer_mhce_tiny", "--max-update", "2"]
+SECTION = "Train on your own data"
+TRAIN_OVERRIDES = ["--arch", "transformer_mhce_tiny", "--max-update", "2", "--mhce-shortlist", "16"]
 LEXICON = {
     "Hallo": "Hello", "Welt": "world", "das": "the", "Haus": "house", "ist": "is", "klein": "small",
     "groß": "big", "Hund": "dog", "Katze": "cat", "und": "and", "rot": "red", "blau": "blue",
@@ -39,39 +44,45 @@ LEXICON = {
     "Buch": "book", "Tisch": "table", "Stuhl": "chair", "Fenster": "window", "Tür": "door",
     "Auto": "car", "Stadt": "city", "Straße": "street", "Sonne": "sun", "Mond": "moon",
     "Brot": "bread", "Milch": "milk",
+    # the words of the README's example sentence, so that every character of it is known
+    "Klicken": "Click", "Sie": "you", "auf": "on", "OK,": "OK,", "um": "in", "die": "the",
+    "Datei": "file", "zu": "to", "speichern.": "save.",
 }
 SPLITS = {"train": 2000, "valid": 40, "test": 30}
-SPM_VOCAB = 200  # BPE: most words one piece, some (das, Stuhl) split, so desegmentation matters
+Block = Tuple[str, str]  # (language, code)
 
 
-def using_it() -> Tuple[List[str], str]:
-    """(logical commands of the bash block, the python block) of the README's "Using it"."""
-    section = README.read_text(encoding="utf-8").split("\n## Using it\n", 1)[1].split("\n## ", 1)[0]
-    bash = re.findall(r"```bash\n(.*?)```", section, re.S)
-    python = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(bash) == 1 and len(python) == 1, "Using it: expected one bash and one python block"
-    lines = bash[0].replace("\\\n", "").splitlines()  # bash drops backslash-newline
-    return [l.strip() for l in lines if l.strip() and not l.lstrip().startswith("#")], python[0]
+def walkthrough() -> List[Block]:
+    """The fenced blocks of the README's walkthrough section, in order."""
+    text = README.read_text(encoding="utf-8")
+    assert f"\n## {SECTION}\n" in text, f"README: no section '## {SECTION}'"
+    section = text.split(f"\n## {SECTION}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(\w*)\n(.*?)```", section, re.S)
+    assert blocks and all(lang in ("bash", "python") for lang, _ in blocks), \
+        f"{SECTION}: every block must be bash or python, found {[lang for lang, _ in blocks]}"
+    return blocks
 
 
-def assignments(commands: List[str]) -> Dict[str, str]:
-    return dict(re.fullmatch(r"(\w+)=(\S+)", c).groups() for c in commands if re.fullmatch(r"\w+=\S+", c))
+def assignments(block: str) -> Dict[str, str]:
+    """NAME=value lines of the first bash block (nothing else may be in it but comments)."""
+    lines = [l.strip() for l in block.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    assert all(re.fullmatch(r"\w+=\S+", l) for l in lines), f"the first block must only assign: {lines}"
+    return dict(l.split("=", 1) for l in lines)
 
 
-def command_with(commands: List[str], word: str) -> str:
-    """The one command of the block that runs `word`."""
-    found = [c for c in commands if word in c.split()]
-    assert len(found) == 1, f"README: expected one command running {word}, found {found}"
+def block_with(blocks: List[Block], word: str, lang: str = "bash") -> str:
+    """The one block of `lang` that contains `word`."""
+    found = [code for l, code in blocks if l == lang and word in code]
+    assert len(found) == 1, f"README: expected one {lang} block with {word}, found {len(found)}"
     return found[0]
 
 
-def bash(root: Path, commands: List[str], command: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`command` after the block's assignments, in bash, from `root` (the stand-in repo root)."""
-    lines = [c for c in commands if re.fullmatch(r"\w+=\S+", c)] + [command]
+def bash(root: Path, variables: str, script: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`script` after the walkthrough's assignments, in bash, from `root` (the stand-in repo root)."""
     env = dict(CLI_ENV, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.run(["bash", "-c", "set -euo pipefail\n" + "\n".join(lines)], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{command}\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+    proc = subprocess.run(["bash", "-c", "set -euo pipefail\n" + variables + "\n" + script], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{script}\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
     return proc
 
 
@@ -87,22 +98,6 @@ def write_corpus(data: Path) -> None:
             "".join(" ".join(LEXICON[w] for w in s) + "\n" for s in sents), encoding="utf-8")
 
 
-def segment(data: Path, seg: Path) -> None:
-    """Train a joint sentencepiece model on the training text; write every split as pieces."""
-    seg.mkdir(parents=True)
-    spm.SentencePieceTrainer.train(
-        input=f"{data / 'train.de'},{data / 'train.en'}", model_prefix=str(seg / "spm"),
-        vocab_size=SPM_VOCAB, model_type="bpe", character_coverage=1.0, hard_vocab_limit=False,
-        num_threads=1, minloglevel=2)
-    processor = spm.SentencePieceProcessor(model_file=str(seg / "spm.model"))
-    for split in SPLITS:
-        for lang in ("de", "en"):
-            lines = (data / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
-            pieces = processor.encode(lines, out_type=str)
-            (seg / f"{split}.{lang}").write_text("".join(" ".join(p) + "\n" for p in pieces),
-                                                 encoding="utf-8")
-
-
 def stand_in_root(root: Path) -> Path:
     """A directory that acts as the repository root: `--user-dir mhce_nmt` resolves from it."""
     root.mkdir(parents=True, exist_ok=True)
@@ -110,96 +105,138 @@ def stand_in_root(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def readme() -> Tuple[List[str], str, str]:
-    """(bash commands, python block, WORK as the README assigns it: a relative path)."""
-    commands, python = using_it()
-    work = assignments(commands).get("WORK")
-    assert work and not Path(work).is_absolute(), "README: the bash block must set WORK=<relative dir>"
-    return commands, python, work
+def example_sentence(blocks: List[Block]) -> str:
+    """The German sentence the README pipes into fairseq-interactive."""
+    match = re.search(r'echo "([^"]+)" \|', block_with(blocks, "fairseq-interactive"))
+    assert match, "README: the interactive step must read `echo \"...\" | fairseq-interactive`"
+    return match.group(1)
 
 
 @pytest.fixture(scope="module")
-def decode_root(readme, tmp_path_factory, cli) -> Path:
-    """Stand-in repository root whose WORK holds the tiny corpus, spm model, data and model."""
-    _, _, work_name = readme
-    root = stand_in_root(tmp_path_factory.mktemp("readme_decode"))
-    work = root / work_name
-    write_corpus(work / "data")
-    segment(work / "data", work / "seg-spm16000")
-    cli.run("fairseq_cli.preprocess", [
-        "--source-lang", "de", "--target-lang", "en", "--trainpref", work / "seg-spm16000" / "train",
-        "--validpref", work / "seg-spm16000" / "valid", "--testpref", work / "seg-spm16000" / "test",
-        "--destdir", work / "bin-spm16000", "--joined-dictionary", "--workers", "1"])
-    cli.run("fairseq_cli.train", train_args(work / "bin-spm16000", work / "ckpt", ["--mhce-mode", "mhe"],
-                                            updates=120))
-    shutil.copy(work / "ckpt" / "checkpoint_last.pt", work / "ckpt" / "checkpoint_best.pt")
-    demo_model = root / assignments(readme[0])["CKPT"].replace("$WORK", work_name)  # where make demo puts it
-    demo_model.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(work / "ckpt" / "checkpoint_last.pt", demo_model)
+def readme() -> Dict[str, object]:
+    blocks = walkthrough()
+    assert blocks[0][0] == "bash", "README: the walkthrough must start with a bash block assigning DATA and WORK"
+    variables = assignments(blocks[0][1])
+    for name in ("DATA", "WORK"):
+        assert name in variables and not Path(variables[name]).is_absolute(), \
+            f"README: the first block must set {name}=<relative dir>"
+    return {"blocks": blocks, "variables": blocks[0][1], "data": variables["DATA"], "work": variables["WORK"]}
+
+
+@pytest.fixture(scope="module")
+def root(readme, tmp_path_factory, cli) -> Path:
+    """Stand-in repository root: the tiny raw corpus at DATA, then the README's sentencepiece and
+    preprocess blocks as printed, then a tiny model trained on their output at WORK/ckpt."""
+    blocks, variables = readme["blocks"], readme["variables"]
+    root = stand_in_root(tmp_path_factory.mktemp("readme"))
+    write_corpus(root / readme["data"])
+    bash(root, variables, block_with(blocks, "SentencePieceTrainer"))
+    bash(root, variables, block_with(blocks, "fairseq-preprocess"))
+    work = root / readme["work"]
+    cli.run("fairseq_cli.train", train_args(work / "bin", work / "tiny", ["--mhce-mode", "mhe"], updates=120))
+    (work / "ckpt").mkdir()
+    shutil.copy(work / "tiny" / "checkpoint_last.pt", work / "ckpt" / "checkpoint_best.pt")
     return root
 
 
-def test_the_tiny_data_exercises_sentencepiece(readme, decode_root):
-    """The fixture's premises: some words are several pieces, and the target vocabulary has
-    enough level-1 groups for the README's --mhe-topk-groups 8."""
-    work = decode_root / readme[2]
-    pieces = (work / "seg-spm16000" / "test.de").read_text(encoding="utf-8").split()
-    assert any(not p.startswith("\u2581") for p in pieces)  # a piece inside a word
-    entries = len((work / "bin-spm16000" / "dict.en.txt").read_text(encoding="utf-8").splitlines())
-    assert entries + 4 >= 64  # 2 balanced heads: >= 8 groups
+def test_example_sentence_is_in_the_tiny_corpus(readme):
+    """Every word of the README's example sentence is in the lexicon (else sentencepiece would
+    meet unknown characters): change LEXICON with the sentence."""
+    missing = [w for w in example_sentence(readme["blocks"]).split() if w not in LEXICON]
+    assert not missing, f"add {missing} to LEXICON"
+    assert example_sentence(readme["blocks"]) in block_with(readme["blocks"], "from_pretrained", "python")
 
 
-def test_train_command(readme, decode_root, tmp_path):
+def test_sentencepiece_block_segments_every_split(readme, root):
+    """One joint model at WORK/spm.model; every split written as pieces that decode to the raw line."""
+    data, work = root / readme["data"], root / readme["work"]
+    processor = spm.SentencePieceProcessor(model_file=str(work / "spm.model"))
+    for split in SPLITS:
+        for lang in ("de", "en"):
+            raw = (data / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
+            seg = (work / "seg" / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
+            assert len(seg) == len(raw)
+            assert all(line.split()[0].startswith("\u2581") for line in seg)
+            assert [processor.decode_pieces(line.split()) for line in seg] == raw
+    assert processor.unk_id() not in processor.encode(example_sentence(readme["blocks"]))
+
+
+def test_preprocess_block_writes_one_joined_dictionary(readme, root):
+    """fairseq-preprocess as printed: one dictionary for both languages, every split binarised,
+    and enough target entries for the README's --mhe-topk-groups 8 (2 balanced heads: >= 64)."""
+    bin_dir = root / readme["work"] / "bin"
+    de, en = ((bin_dir / f"dict.{lang}.txt").read_text(encoding="utf-8") for lang in ("de", "en"))
+    assert de == en
+    assert len(en.splitlines()) + 4 >= 64
+    for split in SPLITS:
+        for lang in ("de", "en"):
+            assert (bin_dir / f"{split}.de-en.{lang}.bin").is_file()
+
+
+def test_train_command(readme, root, tmp_path):
     """fairseq-train as printed (plus TRAIN_OVERRIDES) writes WORK/ckpt/checkpoint_best.pt."""
-    commands, _, work_name = readme
-    train = command_with(commands, "fairseq-train")
-    printed = train.split()
+    blocks, work_name = readme["blocks"], readme["work"]
+    train = block_with(blocks, "fairseq-train").replace("\\\n", "")  # bash drops backslash-newline
+    commands = [l.strip() for l in train.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    assert len(commands) == 1 and commands[0].startswith("fairseq-train "), commands
+    printed = commands[0].split()
     for option in TRAIN_OVERRIDES[::2]:
         assert option in printed, f"README's training command has no {option} to override"
     assert f"`{' '.join(TRAIN_OVERRIDES)}` appended" in README.read_text(encoding="utf-8")
-    root = stand_in_root(tmp_path / "root")
-    (root / work_name).mkdir(parents=True)
-    (root / work_name / "bin-spm16000").symlink_to(decode_root / work_name / "bin-spm16000")
-    proc = bash(root, commands, " ".join([train, *TRAIN_OVERRIDES]))
+    other = stand_in_root(tmp_path / "root")
+    (other / work_name).mkdir(parents=True)
+    (other / work_name / "bin").symlink_to(root / work_name / "bin")
+    proc = bash(other, readme["variables"], " ".join([commands[0], *TRAIN_OVERRIDES]))
     assert "done training" in proc.stdout + proc.stderr
-    assert (root / work_name / "ckpt" / "checkpoint_best.pt").is_file()
+    assert (other / work_name / "ckpt" / "checkpoint_best.pt").is_file()
 
 
-def test_generate_then_sacrebleu(readme, decode_root):
+def test_generate_then_sacrebleu(readme, root):
     """fairseq-generate writes desegmented D- lines to WORK/gen.out; the sacrebleu line scores
     them in test-set order (its BLEU equals sacrebleu's on the hypotheses sorted by id)."""
-    commands, _, work_name = readme
-    work = decode_root / work_name
-    bash(decode_root, commands, command_with(commands, "fairseq-generate"))
+    work = root / readme["work"]
+    proc = bash(root, readme["variables"], block_with(readme["blocks"], "fairseq-generate"))
     hyps = {}
     for line in (work / "gen.out").read_text(encoding="utf-8").splitlines():
         if line.startswith("D-"):
             key, _score, text = line.split("\t")
             hyps[int(key[2:])] = text
-    refs = (work / "data" / "test.en").read_text(encoding="utf-8").splitlines()
+    refs = (root / readme["data"] / "test.en").read_text(encoding="utf-8").splitlines()
     assert sorted(hyps) == list(range(len(refs)))  # count in == count out
     assert not any("\u2581" in h for h in hyps.values())  # pieces removed
-    proc = bash(decode_root, commands, command_with(commands, "sacrebleu"))
     scores = {m["name"]: m["score"] for m in json.loads(proc.stdout)}
     expected = sacrebleu.corpus_bleu([hyps[i] for i in range(len(refs))], [refs]).score
     assert scores["BLEU"] == pytest.approx(expected, abs=0.05)
     assert scores["BLEU"] > 60 and "chrF2" in scores
 
 
-def test_interactive_translates_raw_german(readme, decode_root):
-    """The printed `echo "Hallo Welt" | fairseq-interactive ...`: sentencepiece on the way in
-    (S- shows pieces), pieces removed on the way out (D- is the plain translation)."""
-    commands, _, _ = readme
-    proc = bash(decode_root, commands, command_with(commands, "fairseq-interactive"))
-    lines = dict(line.split("\t", 1) for line in proc.stdout.splitlines() if line[:2] in ("S-", "D-"))
-    assert lines.get("S-0") == "\u2581Hallo \u2581Welt", proc.stdout[-2000:]
-    assert lines["D-0"].split("\t")[-1] == "Hello world", proc.stdout[-2000:]
+@pytest.fixture(scope="module")
+def interactive(readme, root) -> Dict[str, str]:
+    """The S-, H- and D- lines of the printed `echo "..." | fairseq-interactive ...`."""
+    proc = bash(root, readme["variables"], block_with(readme["blocks"], "fairseq-interactive"))
+    lines = {line.split("\t", 1)[0]: line.split("\t", 1)[1] for line in proc.stdout.splitlines()
+             if line[:2] in ("S-", "H-", "D-")}
+    assert {"S-0", "H-0", "D-0"} <= set(lines), proc.stdout[-2000:]
+    return lines
 
 
-def test_hub_snippet_translates_raw_german(readme, decode_root):
-    _, python, _ = readme
-    proc = subprocess.run([sys.executable, "-c", python], cwd=decode_root, env=CLI_ENV,
+def test_interactive_segments_in_and_desegments_out(readme, root, interactive):
+    """sentencepiece on the way in (S- shows WORK/spm.model's pieces of the sentence), pieces
+    removed on the way out (D- is H-'s pieces decoded)."""
+    processor = spm.SentencePieceProcessor(model_file=str(root / readme["work"] / "spm.model"))
+    sentence = example_sentence(readme["blocks"])
+    assert interactive["S-0"] == " ".join(processor.encode(sentence, out_type=str))
+    hypothesis, translation = interactive["H-0"].split("\t")[-1], interactive["D-0"].split("\t")[-1]
+    assert translation and "\u2581" not in translation
+    assert translation == processor.decode_pieces(hypothesis.split())
+
+
+def test_hub_snippet_translates_like_interactive(readme, root, interactive):
+    """The python block (raw text in and out) gives fairseq-interactive's translation."""
+    python = block_with(readme["blocks"], "from_pretrained", "python")
+    assert f'"{readme["work"]}"' in python, "README: the python block must use WORK's path"
+    proc = subprocess.run([sys.executable, "-c", python], cwd=root, env=CLI_ENV,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.strip().splitlines()[-1] == "Hello world", proc.stdout[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == interactive["D-0"].split("\t")[-1], proc.stdout[-2000:]
+

@@ -7,7 +7,7 @@ baselines), the task `translation_mhce`, the learning-rate schedule `linear_budg
 fixes in `mhce_nmt.compat` (checkpoint loading on torch >= 2.6, no dropped batches, DDP on CPU, the
 trainer's clock for time-budgeted schedules);
 its configuration errors reach the user as one line (`mhce_nmt.errors`). The math lives in
-`mhce_nmt.codec` and `mhce_nmt.output` (plain torch; usable without fairseq).
+`mhce_nmt.codec`, `mhce_nmt.layout` and `mhce_nmt.output` (plain torch; usable without fairseq).
 """
 from .compat import allow_fairseq_checkpoints
 from .errors import install_excepthook

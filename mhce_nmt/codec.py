@@ -4,6 +4,8 @@ id = sum_h d_h * S_h with strides S_h = prod(K_{h+1..H}); d_1 is the most signif
 prod(K) >= V; codes >= V are invalid. A *prefix of length h* is (d_1..d_h), numbered
 p_h = id // S_h; it is valid when it is the prefix of at least one id < V, i.e. p_h < P_h with
 P_h = ceil(V / S_h). Plain torch, no fairseq import.
+The "ids" of this module are code positions: they are the target ids themselves unless a code
+layout pi (layout.py, --mhce-layout) puts id v on position pi(v).
 """
 from __future__ import annotations
 

@@ -2,12 +2,16 @@
 
 The decoder returns features (B, T, d) like fairseq's adaptive-softmax decoder; the criterion
 calls `output_projection.loss_terms` and `get_normalized_probs` calls `output_projection.log_probs`.
+With --mhce-layout FILE the output layer is a PermutedOutput around the factored layer: id v takes
+code position pi(v) (mhce_nmt.layout), and pi is a buffer of the checkpoint.
 """
 from __future__ import annotations
 
 import logging
 from typing import Any, Dict, List, Optional, Union
 
+import torch
+from torch import Tensor
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerDecoder, TransformerModel
 from fairseq.models.transformer.transformer_legacy import (
@@ -19,7 +23,8 @@ from fairseq.models.transformer.transformer_legacy import (
 
 from .codec import LabelCodec, ShortlistCodec
 from .errors import MHCEConfigError
-from .output import MODES, FactoredOutput, build_output_layer
+from .layout import first_moved, identity_layout, read_layout
+from .output import MODES, FactoredOutput, PermutedOutput, build_output_layer
 
 OUTPUT_KEY = "decoder.output_projection."
 
@@ -68,6 +73,10 @@ def validate_args(args: Any) -> None:
     shortlist = getattr(args, "mhce_shortlist", 0) or 0
     if shortlist < 0:
         raise MHCEConfigError(f"--mhce-shortlist {shortlist} must be >= 0 (0 = no shortlist).")
+    if getattr(args, "mhce_layout", None) and mode == "mhs":
+        raise MHCEConfigError(
+            "--mhce-layout applies to --mhce-mode mhp and mhe, not mhs: mhs decodes with one softmax over "
+            "every id, whose rows are in id order. Drop --mhce-layout.")
     # shortlist with mhs, and --mhce-tie-shortlist without a shortlist, beside a tied tail or with
     # embeddings of another width: refused by build_output_layer
     note = untied_output_note(args, mode)
@@ -105,6 +114,33 @@ def check_shortlist_covers_specials(args: Any, dictionary: Any) -> None:
         raise MHCEConfigError(
             f"--mhce-shortlist {shortlist} leaves special symbols out: the target dictionary's first "
             f"{dictionary.nspecial} ids are specials (bos, pad, eos, unk); use at least {dictionary.nspecial}.")
+
+
+def layout_from_args(args: Any, dictionary: Any) -> Optional[Tensor]:
+    """The code layout pi of --mhce-layout: read from its file for a new model; an identity
+    placeholder when the model's checkpoint holds it (--mhce-layout-stored: load_state_dict fills
+    it in); None without --mhce-layout."""
+    if not getattr(args, "mhce_layout", None):
+        return None
+    if getattr(args, "mhce_layout_stored", False):
+        return identity_layout(len(dictionary))
+    return read_layout(args.mhce_layout, len(dictionary), dictionary.nspecial)
+
+
+def check_layout_keeps_tied_rows(args: Any, layout: Tensor) -> None:
+    """Tied output rows are decoder input embeddings in id order: the ids they serve must keep
+    their positions (every id with --mhe-tie-label-embeddings, ids < N with --mhce-tie-shortlist)."""
+    tied = [(getattr(args, "mhe_tie_label_embeddings", False), layout.numel(), "--mhe-tie-label-embeddings",
+             "every output row"),
+            (getattr(args, "mhce_tie_shortlist", False), getattr(args, "mhce_shortlist", 0) or 0,
+             "--mhce-tie-shortlist", "the shortlist's rows (ids < N)")]
+    for enabled, count, option, rows in tied:
+        moved = first_moved(layout, count) if enabled else None
+        if moved is not None:
+            raise MHCEConfigError(
+                f"--mhce-layout {args.mhce_layout} moves id {moved} to position {int(layout[moved])}, but "
+                f"{option} ties {rows} to the decoder input embeddings in id order: use a layout that keeps "
+                f"those ids in place, or drop {option}.")
 
 
 class TransformerMHCEDecoder(TransformerDecoder):
@@ -173,6 +209,17 @@ class TransformerMHCEModel(TransformerModel):
                                 "directly at level 1 beside the groups of the rest (default 0: none)")
         group.add_argument("--mhce-vocab-size", type=int,
                            help="set automatically: the target vocab size the codec was built for")
+        group.add_argument("--mhce-layout", type=str, metavar="FILE",
+                           help="mhp/mhe: code layout, a permutation pi of the target ids: id v is written "
+                                "with the code of position pi(v) (positions < N are the shortlist's, the "
+                                "rest the tail's mixed-radix codes), so p(v|x) = p_codes(pi(v)|x). FILE holds "
+                                "pi in id order (the dictionary's ids, specials included): one integer per "
+                                "line, or a .npy/.pt array of V integers; the special symbols keep their "
+                                "positions. Written by `python -m recipes.layouts kmeans|cooccurrence`. "
+                                "Stored in the checkpoint: decoding needs no file (default: none, the "
+                                "dictionary's frequency order)")
+        group.add_argument("--mhce-layout-stored", action="store_true",
+                           help="set automatically: the checkpoint holds the --mhce-layout permutation")
 
     @classmethod
     def build_model(cls, args, task):
@@ -180,10 +227,20 @@ class TransformerMHCEModel(TransformerModel):
         validate_args(args)
         check_shortlist_covers_specials(args, task.target_dictionary)
         codec = codec_from_args(args, len(task.target_dictionary))
+        layout = layout_from_args(args, task.target_dictionary)
+        if layout is not None:
+            check_layout_keeps_tied_rows(args, layout)
         # store the resolved codec in the config so a checkpoint never re-derives another one
         args.mhce_heads = ",".join(map(str, codec.head_sizes))
         args.mhce_vocab_size = codec.vocab_size
-        return super().build_model(args, task)
+        model = super().build_model(args, task)
+        # the file pi was read from: a checkpoint loaded into this model must hold the same pi
+        model.layout_file = args.mhce_layout if layout is not None and not args.mhce_layout_stored else None
+        if layout is not None:
+            model.decoder.output_projection = PermutedOutput(
+                model.decoder.output_projection, layout, task.target_dictionary.nspecial)
+            args.mhce_layout_stored = True  # the checkpoint's config: load pi from its state dict
+        return model
 
     @classmethod
     def build_decoder(cls, args, tgt_dict, embed_tokens):
@@ -196,13 +253,16 @@ class TransformerMHCEModel(TransformerModel):
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args: Optional[Any] = None):
         """Check the checkpoint's output layer (codec and mode) before fairseq loads weights."""
-        check_output_state(self.state_dict(), state_dict)
+        check_output_state(self.state_dict(), state_dict, getattr(self, "layout_file", None))
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
 
-def check_output_state(expected: Dict[str, Any], found: Dict[str, Any]) -> None:
-    """Clear errors for a checkpoint whose output layer differs from the model built for it."""
-    for spec_key in (OUTPUT_KEY + "shortlist_spec", OUTPUT_KEY + "codec_spec", OUTPUT_KEY + "tail.codec_spec"):
+def check_output_state(expected: Dict[str, Any], found: Dict[str, Any], layout_file: Optional[str] = None) -> None:
+    """Clear errors for a checkpoint whose output layer differs from the model built for it
+    (a model built from --mhce-layout FILE must meet the checkpoint's own layout)."""
+    spec_keys = [OUTPUT_KEY + inner + name for inner in ("", "layer.")  # inner: inside a PermutedOutput
+                 for name in ("shortlist_spec", "codec_spec", "tail.codec_spec")]
+    for spec_key in spec_keys:
         if spec_key in expected and spec_key in found:
             want, got = expected[spec_key].tolist(), found[spec_key].tolist()
             if want != got:
@@ -217,8 +277,14 @@ def check_output_state(expected: Dict[str, Any], found: Dict[str, Any]) -> None:
     if want_keys != got_keys:
         raise MHCEConfigError(
             f"checkpoint output layer has parameters {sorted(got_keys)} but the model expects "
-            f"{sorted(want_keys)}: it was trained with another --mhce-mode, --mhce-shortlist or tying option."
+            f"{sorted(want_keys)}: it was trained with another --mhce-mode, --mhce-shortlist, --mhce-layout or "
+            "tying option."
         )
+    layout_key = OUTPUT_KEY + "layout"
+    if layout_file and layout_key in found and not torch.equal(expected[layout_key], found[layout_key]):
+        raise MHCEConfigError(
+            f"the checkpoint's code layout differs from --mhce-layout {layout_file}: give the layout file "
+            "it was trained with.")
 
 
 def describe_spec(spec: List[int], shortlisted: bool) -> str:
@@ -240,6 +306,8 @@ def mhce_base_architecture(args):
     args.mhs_logq_correction = getattr(args, "mhs_logq_correction", False)
     args.mhce_vocab_size = getattr(args, "mhce_vocab_size", None)
     args.mhce_shortlist = getattr(args, "mhce_shortlist", None) or 0
+    args.mhce_layout = getattr(args, "mhce_layout", None)
+    args.mhce_layout_stored = getattr(args, "mhce_layout_stored", False)
 
 
 @register_model_architecture("transformer_mhce", "transformer_mhce")

@@ -1,4 +1,5 @@
-"""Output layers behind one interface (see base.FactoredOutput); `build_output_layer` picks one."""
+"""Output layers behind one interface (see base.FactoredOutput); `build_output_layer` picks one.
+A PermutedOutput around one applies a code layout (target id v scored as code position pi(v))."""
 from __future__ import annotations
 
 from typing import Optional, Union
@@ -12,6 +13,7 @@ from .loss import FactoredLoss, factored_loss
 from .mhe import MHEOutput
 from .mhp import MHPOutput
 from .mhs import MHSOutput
+from .permuted import PermutedOutput
 from .shortlist import ShortlistOutput
 from .softmax import SoftmaxOutput
 
@@ -56,5 +58,5 @@ def build_output_layer(mode: str, codec: Union[LabelCodec, ShortlistCodec], inpu
 __all__ = [
     "MODES", "build_output_layer", "FactoredOutput", "CascadeOutput", "LevelScores", "LossTerms",
     "FactoredLoss", "factored_loss", "MHPOutput", "MHEOutput", "MHSOutput", "SoftmaxOutput",
-    "ShortlistOutput",
+    "ShortlistOutput", "PermutedOutput",
 ]

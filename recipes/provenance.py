@@ -72,9 +72,9 @@ def threads() -> int:
 
 
 def origin(command: Sequence[str] | None = None) -> dict[str, object]:
-    """The record's origin: commit, dirty, the command (default: this process's own), CPU model,
+    """The record's origin: commit, dirty, the command (default: this process's own, `-m module` kept), CPU model,
     its bf16 support, threads and the Python version. No hostname."""
     commit, dirty = code_commit()
-    ran = list(command) if command is not None else [Path(sys.executable).name, *sys.argv]
+    ran = list(command) if command is not None else [Path(sys.executable).name, *sys.orig_argv[1:]]
     return {"commit": commit, "dirty": dirty, "command": shlex.join(ran), "cpu": cpu_model(),
             "cpu_bf16": cpu_bf16(), "threads": threads(), "python": platform.python_version()}

@@ -23,6 +23,38 @@ def test_linear_layers_run_in_bf16_inside_and_fp32_outside():
     assert model(x).dtype == torch.float32
 
 
+def test_cpu_attention_runs_in_fp32_inside_autocast_unless_asked_for_bf16(monkeypatch):
+    """fairseq's training attention (torch's multi_head_attention_forward) reaches
+    scaled_dot_product_attention with fp32 inputs under the CPU training autocast, bf16 ones with
+    bf16_attention; the values are the fp32 attention of the bf16-rounded projections, gradients
+    flow, and the function is torch's own again after the block."""
+    seen = []
+
+    def recording(query, key, value, *args, **kwargs):
+        seen.append(query.dtype)
+        return original(query, key, value, *args, **kwargs)
+
+    original = autocast._bf16_attention
+    monkeypatch.setattr(autocast, "_bf16_attention", recording)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+    torch.manual_seed(0)
+    attention = torch.nn.MultiheadAttention(16, 2)
+    x = torch.randn(5, 3, 16, requires_grad=True)
+    for bf16_attention, dtype in ((False, torch.float32), (True, torch.bfloat16)):
+        seen.clear()
+        with autocast.training_autocast(attention, object(), True, bf16_attention=bf16_attention):
+            out, _ = attention(x, x, x, need_weights=False)
+        assert seen == [dtype] and out.dtype == torch.bfloat16  # out_proj is a bf16 product either way
+        out.float().sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+        assert torch.nn.functional.scaled_dot_product_attention is recording
+    q, k, v = (torch.randn(2, 4, 8).to(torch.bfloat16) for _ in range(3))
+    exact = torch.softmax(q.float() @ k.float().transpose(1, 2) / 8 ** 0.5, -1) @ v.float()
+    with autocast.training_autocast(torch.nn.Linear(2, 2), object(), True):
+        result = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert result.dtype == torch.float32 and torch.allclose(result, exact, atol=1e-5)
+
+
 @pytest.mark.parametrize("wrapper", [FP16Optimizer, MemoryEfficientFP16Optimizer])
 def test_fairseqs_reduced_precision_is_refused(wrapper):
     optimizer = object.__new__(wrapper)  # the type is what the check reads
@@ -50,7 +82,7 @@ def test_the_task_step_runs_the_forward_under_autocast_even_inside_fairseqs_own(
 
     monkeypatch.setattr(torch.cuda.amp, "autocast", lambda enabled=True, **kw: torch.autocast("cpu", enabled=enabled))
     task = object.__new__(TranslationMHCETask)
-    task.cfg = SimpleNamespace(autocast_bf16=enabled, no_cpu_runtime_tuning=True)
+    task.cfg = SimpleNamespace(autocast_bf16=enabled, autocast_bf16_attention=False, no_cpu_runtime_tuning=True)
     seen = []
 
     def criterion(model, sample):

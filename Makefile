@@ -32,7 +32,7 @@ test: install
 	$(PY) -m pytest -q tests
 
 demo: install
-	$(PY) recipes/libreoffice_de_en/run.py $(DEMO_ARGS)
+	$(PY) -m recipes.libreoffice_de_en.run $(DEMO_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -14,7 +14,7 @@ without running). Layout under the work directory::
 
 Standalone use on any prepared work directory (a small CPU transformer)::
 
-    python recipes/pipeline.py --work-dir DIR --src de --tgt en --mode softmax
+    python -m recipes.pipeline --work-dir DIR --src de --tgt en --mode softmax
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -33,18 +31,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from recipes.average import LAST, average_checkpoints, newest_checkpoints, saved_update
 from recipes.commands import (
-    COARSE_TO_FINE_MODES, FACTORED_MODES, MODES, TrainSettings, generate_command, interactive_command,
-    preprocess_command, train_command,
+    COARSE_TO_FINE_MODES, FACTORED_MODES, MODES, TrainSettings, interactive_command, preprocess_command,
+    train_command,
 )
+from recipes.evaluate import Decoding, decode_split, score_files
+from recipes.logs import parse_train_log
 from recipes.progress import TrainProgress
 from recipes.provenance import origin
 from recipes.report import examples, report
 from recipes.resume import option_value, resume_optimizer
+from recipes.textfiles import read_lines, write_lines
 from recipes.vocab import SentencePiece, WordLevel, load_segmenter
 
 SPLITS = ("train", "valid", "test")
@@ -229,21 +227,11 @@ def read_origins(path: Path) -> list[dict[str, object]]:
 
 
 def invocation() -> str:
-    """This process's own command line (the recipe call that ran a stage)."""
-    return shlex.join([Path(sys.executable).name, *sys.argv])
-
-
-def read_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 text file, without newlines (only ``\\n`` separates lines)."""
-    with path.open(encoding="utf-8", newline="\n") as f:
-        return [line.rstrip("\n") for line in f]
-
-
-def write_lines(path: Path, lines: list[str]) -> None:
-    """Write lines with ``\\n`` endings."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="\n") as f:
-        f.writelines(line + "\n" for line in lines)
+    """This process's own command line (the recipe call that ran a stage): ``python -m MODULE ...`` where
+    it ran as a module (sys.argv[0] then holds the module's file, which does not run alone)."""
+    spec = sys.modules["__main__"].__spec__
+    program = ["-m", spec.name.removesuffix(".__main__")] if spec is not None else sys.argv[:1]
+    return shlex.join([Path(sys.executable).name, *program, *sys.argv[1:]])
 
 
 def write_json(path: Path, value: dict[str, object]) -> None:
@@ -451,47 +439,6 @@ def average_last_checkpoints(cfg: Config) -> list[Path]:
     return chosen
 
 
-def interval_median(text: str, key: str) -> float | None:
-    """Median of ``key=`` over fairseq's per-interval training lines after the first (warm-up)
-    one, each update counted once (fairseq's --log-file repeats lines: it adds a handler per
-    epoch); epoch and validation summaries (``| key N``) do not count."""
-    by_update: dict[int, float] = {}
-    for line in text.splitlines():
-        value, update = re.search(rf"\b{key}=([\d.]+(?:[eE][+-]?\d+)?)", line), re.search(r"\bnum_updates=(\d+)", line)
-        if value and update:
-            by_update.setdefault(int(update.group(1)), float(value.group(1)))
-    values = [by_update[u] for u in sorted(by_update)]
-    values = values[1:] or values
-    return statistics.median(values) if values else None
-
-
-def parse_train_log(log: Path) -> dict[str, object]:
-    """Parameter count, updates, wall time (``wall_s``: the whole run; ``train_wall_s``: training
-    steps only, summed over epochs), median training words/s and last validation numbers from a
-    fairseq train log."""
-    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
-    stats: dict[str, object] = {}
-    wps = interval_median(text, "wps")
-    if wps is not None:
-        stats["train_words_per_s"] = round(wps, 1)
-    params = re.search(r"num\. (?:shared )?model params: ([\d,]+)", text)
-    if params:
-        stats["model_params"] = int(params.group(1).replace(",", ""))
-    for key, pattern in (("num_updates", r"\| num_updates (\d+)"), ("wall_s", r"\| wall (\d+)")):
-        values = re.findall(pattern, text)
-        if values:
-            stats[key] = int(values[-1])
-    # each epoch summary's train_wall covers that epoch alone (fairseq resets its meters every
-    # epoch): the run's is their sum, each epoch once (the log file repeats lines)
-    epoch_train_walls = dict(re.findall(r"^epoch (\d+) \|.*\| train_wall (\d+)", text, re.MULTILINE))
-    if epoch_train_walls:
-        stats["train_wall_s"] = sum(int(seconds) for seconds in epoch_train_walls.values())
-    valid = re.findall(r"valid on 'valid' subset \| loss ([\d.]+) .*?\| ppl ([\d.]+)", text)
-    if valid:
-        stats["valid_loss"], stats["valid_ppl"] = float(valid[-1][0]), float(valid[-1][1])
-    return stats
-
-
 def checkpoint_path(cfg: Config) -> Path:
     """The checkpoint that is decoded: ``checkpoint_avg.pt`` (the mean of the last
     ``--average-last`` checkpoints) when averaging, else ``checkpoint_best.pt`` (lowest
@@ -518,77 +465,41 @@ def stage_generate(cfg: Config) -> None:
     valid: dict[str, dict[str, object]] = {}
     for lenpen in lenpens:
         out_dir = cfg.run_dir / f"gen-valid-lp{lenpen:g}"
-        stats = decode_split(cfg, "valid", lenpen, out_dir)
+        stats = decode(cfg, "valid", lenpen, out_dir)
         if not cfg.dry_run:
             scores = score_files(out_dir / "hyp.txt", cfg.data / f"valid.{cfg.tgt}")
             valid[f"{lenpen:g}"] = {**{k: scores[k] for k in ("bleu", "chrf", "bp", "hyp_ref_ratio")},
                                     **{k: stats[k] for k in ("sentences_per_s",) if k in stats}}
             say("generate", f"valid, lenpen {lenpen:g}: BLEU {scores['bleu']}, chrF {scores['chrf']}, BP {scores['bp']}")
     if cfg.dry_run:
-        decode_split(cfg, "test", cfg.lenpen, cfg.run_dir / "gen")
+        decode(cfg, "test", cfg.lenpen, cfg.run_dir / "gen")
         if len(lenpens) > 1:
             say("generate", "the test set is decoded once, at the length penalty of the highest valid BLEU")
         return
     chosen = max(lenpens, key=lambda lenpen: valid[f"{lenpen:g}"]["bleu"])  # ties: the first listed
     write_json(valid_file, {"lenpen": chosen, "chosen_by": "valid BLEU" if len(lenpens) > 1 else "given",
                             "by_lenpen": valid})
-    stats = decode_split(cfg, "test", chosen, cfg.run_dir / "gen")
+    stats = decode(cfg, "test", chosen, cfg.run_dir / "gen")
     write_json(stats_file, stats)
     say("generate", f"{stats['sentences']} test hypotheses at lenpen {chosen:g} -> {hyp_file}")
 
 
-def decode_split(cfg: Config, split: str, lenpen: float, out_dir: Path) -> dict[str, object]:
-    """``fairseq-generate`` of `split` into `out_dir`, its hypotheses desegmented in source order into
-    ``out_dir/hyp.txt``; returns sizes, speed and origin (nothing but the printed command on a dry run)."""
-    cmd = generate_command(cfg.bin, checkpoint_path(cfg), out_dir, cfg.train.mode, beam=cfg.beam,
-                           batch_size=cfg.batch_size, topk_groups=cfg.topk_groups, cpu=cfg.train.cpu,
-                           lenpen=lenpen, subset=split)
+def decoding(cfg: Config, split: str, lenpen: float) -> Decoding:
+    """How the run decodes `split`: its checkpoint, beam, batch size, groups and device, at `lenpen`."""
+    return Decoding(cfg.bin, checkpoint_path(cfg), cfg.train.mode, split=split, beam=cfg.beam,
+                    batch_size=cfg.batch_size, topk_groups=cfg.topk_groups, cpu=cfg.train.cpu, lenpen=lenpen)
+
+
+def decode(cfg: Config, split: str, lenpen: float, out_dir: Path) -> dict[str, object]:
+    """:func:`recipes.evaluate.decode_split` of `split` into `out_dir`: its hypotheses desegmented in source
+    order into ``out_dir/hyp.txt``; returns sizes, speed and origin (nothing but the printed command on a dry run)."""
+    job = decoding(cfg, split, lenpen)
     if cfg.dry_run:
-        run(cmd, dry_run=True)
+        run(job.command(out_dir), dry_run=True)
         say("generate", f"desegment hypotheses in {split} order -> {out_dir / 'hyp.txt'}")
         return {}
-    start = time.perf_counter()
-    run(cmd, dry_run=False, log=out_dir / "generate.log")
-    wall = time.perf_counter() - start
-    output = (out_dir / f"generate-{split}.txt").read_text(encoding="utf-8")
-    log = (out_dir / "generate.log").read_text(encoding="utf-8", errors="replace")
-    expected = len(read_lines(cfg.data / f"{split}.{cfg.src}"))
-    hypotheses = ordered_hypotheses(output, expected)
-    segmenter = load_segmenter(cfg.segmenter_path(cfg.tgt))
-    write_lines(out_dir / "hyp.txt", [segmenter.decode(tokens.split()) for tokens in hypotheses])
-    stats: dict[str, object] = {"split": split, "sentences": expected, "wall_s": round(wall, 1), "beam": cfg.beam,
-                                "lenpen": lenpen, **decode_speed(log + output), "origin": origin(cmd)}
-    return stats
-
-
-def decode_speed(text: str) -> dict[str, float]:
-    """decode_s, sentences_per_s and tokens_per_s from fairseq-generate's 'Translated ...' line."""
-    speed = re.search(r"Translated ([\d,]+) sentences .*? in ([\d.]+)s \(([\d.]+) sentences/s, ([\d.]+) tokens/s",
-                      text)
-    if not speed:
-        return {}
-    return {"decode_s": float(speed.group(2)), "sentences_per_s": float(speed.group(3)),
-            "tokens_per_s": float(speed.group(4))}
-
-
-def ordered_hypotheses(generate_output: str, expected: int) -> list[str]:
-    """Best hypothesis per sentence id from ``fairseq-generate`` output, in id order.
-
-    Raises ``RuntimeError`` when any test sentence is missing or unexpected.
-    """
-    hypotheses: dict[int, str] = {}
-    for line in generate_output.split("\n"):
-        if line.startswith("H-"):
-            head, _score, *tokens = line.split("\t")
-            hypotheses.setdefault(int(head[2:]), tokens[0] if tokens else "")
-    missing = sorted(set(range(expected)) - hypotheses.keys())
-    extra = sorted(hypotheses.keys() - set(range(expected)))
-    if missing or extra:
-        raise RuntimeError(
-            f"fairseq-generate returned {len(hypotheses)} hypotheses for {expected} test sentences "
-            f"(missing ids {missing[:10]}, unexpected ids {extra[:10]})"
-        )
-    return [hypotheses[i] for i in range(expected)]
+    return decode_split(job, out_dir, cfg.data / f"{split}.{cfg.src}", cfg.segmenter_path(cfg.tgt),
+                        lambda cmd, log: run(cmd, dry_run=False, log=log))
 
 
 def stage_score(cfg: Config) -> None:
@@ -603,24 +514,6 @@ def stage_score(cfg: Config) -> None:
     scores = score_files(hyp_file, ref_file)
     write_json(score_file, scores)
     say("score", f"BLEU {scores['bleu']} ({scores['bleu_signature']}), chrF {scores['chrf']}")
-
-
-def score_files(hyp_file: Path, ref_file: Path) -> dict[str, object]:
-    """BLEU (with its brevity penalty and hypothesis/reference length ratio) and chrF, with their
-    sacreBLEU signatures."""
-    from sacrebleu.metrics import BLEU, CHRF
-
-    hyps, refs = read_lines(hyp_file), read_lines(ref_file)
-    if len(hyps) != len(refs):
-        raise RuntimeError(f"{len(hyps)} hypotheses but {len(refs)} references")
-    bleu, chrf = BLEU(), CHRF()
-    bleu_score, chrf_score = bleu.corpus_score(hyps, [refs]), chrf.corpus_score(hyps, [refs])
-    return {
-        "bleu": round(bleu_score.score, 2), "bleu_signature": str(bleu.get_signature()),
-        "bleu_detail": str(bleu_score), "bp": round(bleu_score.bp, 3),
-        "hyp_ref_ratio": round(bleu_score.sys_len / max(bleu_score.ref_len, 1), 3),
-        "chrf": round(chrf_score.score, 2), "chrf_signature": str(chrf.get_signature()), "sentences": len(hyps),
-    }
 
 
 def output_layer_params(checkpoint: Path) -> int:

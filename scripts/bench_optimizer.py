@@ -5,7 +5,7 @@ Builds the demo's model (``recipes.pipeline.CPU_MODEL_ARGS``, mhe with a 1,024-i
 binarised data directory, as fairseq-train would, gives every parameter a random gradient and
 times optimizer steps of both, interleaved round by round (machine noise hits both alike):
 
-    python scripts/bench_optimizer.py recipes/libreoffice_de_en/work/bin-spm16000 --threads 2
+    python -m scripts.bench_optimizer recipes/libreoffice_de_en/work/bin-spm16000 --threads 2
 
 Prints the median ms per step of each and their ratio; --json writes them.
 """
@@ -14,14 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 OPTIMIZERS = ("adam", "adam_fused")
 

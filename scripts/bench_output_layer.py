@@ -68,9 +68,9 @@ matmuls. The table prints the 1-minute load average; if it exceeds the idle CPUs
 min columns, rerun when idle, or use --threads 1.
 
 Usage:
-    python scripts/bench_output_layer.py                       # V = 8192 32768 131072, table
-    python scripts/bench_output_layer.py --json bench.json     # also write the records
-    python scripts/bench_output_layer.py --quick --vocab-sizes 1024 --json /tmp/b.json  # smoke
+    python -m scripts.bench_output_layer                       # V = 8192 32768 131072, table
+    python -m scripts.bench_output_layer --json bench.json     # also write the records
+    python -m scripts.bench_output_layer --quick --vocab-sizes 1024 --json /tmp/b.json  # smoke
 
 JSON: a list of records {"method", "vocab", "train_ms", "decode_ms", "peak_mb",
 "train_speedup_vs_softmax", "decode_speedup_vs_softmax", "train_peak_mb", "decode_peak_mb",
@@ -93,8 +93,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mhce_nmt.output.grouped import PATHS, forced_path  # noqa: E402
+from mhce_nmt.output.grouped import PATHS, forced_path
 
 METHODS = ("softmax", "adaptive", "mhp", "mhe", "mhs")
 #: the softmax through a fused linear + loss kernel (not run unless named in --methods)
@@ -345,7 +344,7 @@ def memory_in_this_process(vocab: int, methods: List[str], args, device, dtype,
 
 
 def memory_child_args(args, vocab: int, methods: List[str], extra: List[str]) -> List[str]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", "--vocab-sizes", str(vocab),
+    cmd = [sys.executable, "-m", "scripts.bench_output_layer", "--_memory-child", "--vocab-sizes", str(vocab),
            "--methods", *methods, "--tokens", str(args.tokens), "--dim", str(args.dim),
            "--hyps", str(args.hyps), "--beam", str(args.beam), "--topk-groups", str(args.topk_groups),
            "--zipf", str(args.zipf), "--epsilon", str(args.epsilon), "--seed", str(args.seed),
@@ -359,9 +358,8 @@ def memory_child_args(args, vocab: int, methods: List[str], extra: List[str]) ->
 
 def run_child(cmd: List[str]) -> Dict[str, dict]:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = here + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m scripts.NAME` runs
+    proc = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"memory child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     for line in reversed(proc.stdout.splitlines()):

@@ -3,16 +3,17 @@
 On the offline LibreOffice de->en corpus (recipes/libreoffice_de_en), each arm (an output layer,
 optionally with an ablation variant) trains the recipe's CPU transformer with the same schedule
 and seed, saving a checkpoint every --interval updates up to --max-update. Every checkpoint is
-then decoded on the whole test set (beam 5; mhe/mhp coarse to fine) and scored: BLEU, chrF,
-brevity penalty, hypothesis/reference length, validation perplexity, decoding sentences/s and
-generated tokens/s. One JSON record per (vocab, method, variant, updates), rewritten after each
-one, so an interrupted run resumes where it stopped (training resumes from checkpoint_last.pt).
+then decoded on the whole test set (beam 5, length penalty --lenpen, default 1; mhe/mhp coarse to
+fine) and scored: BLEU, chrF, brevity penalty, hypothesis/reference length, validation perplexity,
+decoding sentences/s and generated tokens/s. One JSON record per (vocab, method, variant, updates,
+length penalty), rewritten after each one, so an interrupted run resumes where it stopped (training
+resumes from checkpoint_last.pt).
 
-    python scripts/bench_quality.py                                 # all arms at 16k
-    python scripts/bench_quality.py --arms softmax mhe mhp --vocab-size 32000
-    python scripts/bench_quality.py --plot-only results/quality_spm16000.json
-    python scripts/bench_quality.py --merge results/gpu_h200/quality.json job1/*.json job2/*.json
-    python scripts/bench_quality.py --valid-curves results/gpu_h200/valid_ppl.md WORK/quality-*/arms/*/checkpoints/train.log
+    python -m scripts.bench_quality                                 # all arms at 16k
+    python -m scripts.bench_quality --arms softmax mhe mhp --vocab-size 32000
+    python -m scripts.bench_quality --plot-only results/quality_spm16000.json
+    python -m scripts.bench_quality --merge results/gpu_h200/quality.json job1/*.json job2/*.json
+    python -m scripts.bench_quality --valid-curves results/gpu_h200/valid_ppl.md WORK/quality-*/arms/*/checkpoints/train.log
 
 Parallel runs (one arm per process, as scripts/gpu_quality.sh does on a GPU) each write their own
 JSON under their own --out; --merge joins them into one file with its table and plot.
@@ -37,17 +38,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+from recipes import logs, pipeline
+from recipes.commands import train_command
+from recipes.libreoffice_de_en import run as libreoffice
+from recipes.provenance import origin
+from scripts.bench_translation import decode_test_set, device_name, recipe_config, run_measured
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from recipes import pipeline  # noqa: E402
-from recipes.commands import generate_command, train_command  # noqa: E402
-from recipes.libreoffice_de_en import run as libreoffice  # noqa: E402
-from recipes.provenance import origin  # noqa: E402
-from recipes.vocab import load_segmenter  # noqa: E402
-from scripts.bench_translation import device_name, recipe_config, run_measured  # noqa: E402
 
 #: arm name -> (method, variant, extra fairseq-train options)
 ARMS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
@@ -89,12 +88,26 @@ def record_key(r: Dict[str, object]) -> Tuple[object, ...]:
     return (r["vocab"], r["method"], r["variant"], r["updates"], r.get("settings", DEFAULT_SETTINGS), r.get("seed", 1))
 
 
-def arm_scored(records: List[Dict[str, object]], arm: str, vocab: int, args: argparse.Namespace) -> bool:
-    """True when every curve point of `arm` already has a record (nothing to train or decode)."""
+def point_key(vocab: int, arm: str, updates: int, args: argparse.Namespace) -> Tuple[object, ...]:
+    """The record_key of `arm`'s point at `updates` in this run (its schedule and seed)."""
     method, variant, _extra = ARMS[arm]
-    have = {record_key(r) for r in records}
-    return all((vocab, method, variant, u, settings_tag(args), args.seed) in have
-               for u in range(args.interval, args.max_update + 1, args.interval))
+    return (vocab, method, variant, updates, settings_tag(args), args.seed)
+
+
+def decoded_lenpen(r: Dict[str, object]) -> float:
+    """The length penalty a record was decoded at (records before the field: fairseq's default, 1)."""
+    return float(r.get("lenpen") or 1.0)
+
+
+def scored_points(records: List[Dict[str, object]], lenpen: float) -> Set[Tuple[object, ...]]:
+    """The record_key of every record decoded at `lenpen`."""
+    return {record_key(r) for r in records if decoded_lenpen(r) == lenpen}
+
+
+def arm_scored(records: List[Dict[str, object]], arm: str, vocab: int, args: argparse.Namespace) -> bool:
+    """True when every curve point of `arm` already has a record at --lenpen (nothing to train or decode)."""
+    have = scored_points(records, args.lenpen)
+    return all(point_key(vocab, arm, u, args) in have for u in range(args.interval, args.max_update + 1, args.interval))
 
 
 def arm_dir(work: Path, arm: str) -> Path:
@@ -117,7 +130,7 @@ def train_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Name
     method, _variant, extra = ARMS[arm]
     checkpoints = run_dir / "checkpoints"
     wanted = range(args.interval, args.max_update + 1, args.interval)
-    trained = pipeline.parse_train_log(checkpoints / "train.log").get("num_updates", 0)
+    trained = logs.parse_train_log(checkpoints / "train.log").get("num_updates", 0)
     if all(checkpoint_at(checkpoints, u) for u in wanted) or trained >= args.max_update:
         pipeline.say(arm, f"trained to {trained} updates already, training skipped")
         return
@@ -141,49 +154,32 @@ def train_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Name
 def log_numbers(train_log: Path) -> Dict[str, object]:
     """From fairseq's train.log: median words/s and words per update of the training intervals,
     and the validation ppl at each update where fairseq validated."""
-    text = train_log.read_text(errors="replace") if train_log.exists() else ""
-    valid: Dict[int, float] = {}
-    for line in text.splitlines():
-        if "valid on 'valid' subset" in line:
-            ppl, updates = re.search(r"\| ppl ([\d.]+)", line), re.search(r"\| num_updates (\d+)", line)
-            if ppl and updates:
-                valid[int(updates.group(1))] = float(ppl.group(1))
-    return {"wps": pipeline.interval_median(text, "wps"), "wpb": pipeline.interval_median(text, "wpb"),
-            "valid_ppl": valid}
+    text = logs.read_log(train_log)
+    return {"wps": logs.interval_median(text, "wps"), "wpb": logs.interval_median(text, "wpb"),
+            "valid_ppl": logs.valid_ppl_by_update(text)}
 
 
 def decode_checkpoint(cfg: pipeline.Config, method: str, checkpoint: Path, out_dir: Path,
                       topk: str) -> Dict[str, object]:
-    """Beam search over the whole test set, desegment in order, sacreBLEU with brevity penalty."""
-    cmd = generate_command(cfg.bin, checkpoint, out_dir, method, beam=cfg.beam, batch_size=cfg.batch_size,
-                           topk_groups=topk, cpu=cfg.train.cpu)
-    run_measured(cmd, out_dir / "generate.log")
-    output = (out_dir / "generate-test.txt").read_text(encoding="utf-8")
-    expected = len(pipeline.read_lines(cfg.data / f"test.{cfg.src}"))
-    hyps = pipeline.ordered_hypotheses(output, expected)
-    segmenter = load_segmenter(cfg.segmenter_path(cfg.tgt))
-    pipeline.write_lines(out_dir / "hyp.txt", [segmenter.decode(h.split()) for h in hyps])
-    scores = pipeline.score_files(out_dir / "hyp.txt", cfg.data / f"test.{cfg.tgt}")
-    speed = re.search(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s \(([\d.]+) sentences/s, "
-                      r"([\d.]+) tokens/s\)", output + (out_dir / "generate.log").read_text(errors="replace"))
+    """Beam search over the whole test set at cfg's length penalty, desegment in order, sacreBLEU with
+    brevity penalty."""
+    stats, scores = decode_test_set(cfg, method, checkpoint, out_dir, topk, run_measured)
     return {
         "bleu": scores["bleu"], "chrf": scores["chrf"], "bp": scores["bp"],
-        "hyp_ref_ratio": scores["hyp_ref_ratio"], "sentences": expected,
-        "decode_sentences_per_s": float(speed.group(4)) if speed else None,
-        "decode_tokens_per_s": float(speed.group(5)) if speed else None,
+        "hyp_ref_ratio": scores["hyp_ref_ratio"], "sentences": stats["sentences"], "lenpen": stats["lenpen"],
+        "decode_sentences_per_s": stats.get("sentences_per_s"), "decode_tokens_per_s": stats.get("tokens_per_s"),
         "bleu_signature": scores["bleu_signature"], "bleu_detail": scores["bleu_detail"],
     }
 
 
 def score_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Namespace,
               records: List[Dict[str, object]], save, finished: bool = True) -> None:
-    """Decode and score every saved curve checkpoint that has no record yet (`finished`: training
-    has ended, so a checkpoint still missing is reported as left out)."""
+    """Decode and score every saved curve checkpoint that has no record at --lenpen yet (`finished`:
+    training has ended, so a checkpoint still missing is reported as left out)."""
     method, variant, extra = ARMS[arm]
     vocab = pipeline.target_vocab_size(cfg)
     for updates in range(args.interval, args.max_update + 1, args.interval):
-        key = (vocab, method, variant, updates, settings_tag(args))
-        if any(record_key(r) == key for r in records):
+        if point_key(vocab, arm, updates, args) in scored_points(records, args.lenpen):
             continue
         checkpoint = checkpoint_at(run_dir / "checkpoints", updates)
         if checkpoint is None:  # fairseq saves no interval checkpoint at the end of an epoch
@@ -326,6 +322,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per decoding batch")
     parser.add_argument("--topk-groups", default="8", help="coarse-to-fine G for mhe/mhp")
+    parser.add_argument("--lenpen", type=float, default=1.0,
+                        help="beam search length penalty, > 1 favours longer output (default %(default)g); the "
+                             "records of each length penalty are points of their own")
     parser.add_argument("--out", type=Path, default=REPO / "results", help="where JSON/markdown/PNG go")
     parser.add_argument("--score-during-training", action="store_true",
                         help="decode each checkpoint as soon as it is saved (for GPUs; on a CPU it would "
@@ -511,7 +510,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     bench = argparse.Namespace(work_dir=args.work_dir, vocab_size=args.vocab_size, max_update=args.max_update,
                                warmup_updates=args.warmup_updates, max_tokens=args.max_tokens, seed=args.seed,
                                train_minutes=0, batch_size=args.batch_size, bf16=False, model="small", lr=args.lr,
-                               dropout=args.dropout)
+                               dropout=args.dropout, lenpen=args.lenpen)
     cfg, recipe_args = recipe_config(bench)
     libreoffice.stage_extract(cfg, recipe_args)
     pipeline.stage_spm(cfg)

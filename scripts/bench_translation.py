@@ -6,9 +6,9 @@ mhp, mhe and mhs for the same number of updates and seed, decodes the test set w
 training target words/s, wall time, peak RSS, decoding sentences/s, output-layer parameters,
 sacreBLEU BLEU and chrF with signatures. Writes JSON, a markdown table and a PNG plot.
 
-    python scripts/bench_translation.py            # defaults: 32k joint spm, 160 updates, 1000 test lines
-    python scripts/bench_translation.py --quick    # ~10 minutes: 8k vocab, 40 updates, 300 test lines
-    python scripts/bench_translation.py --methods softmax mhe --max-update 600 --vocab-size 16000
+    python -m scripts.bench_translation            # defaults: 32k joint spm, 160 updates, 1000 test lines
+    python -m scripts.bench_translation --quick    # ~10 minutes: 8k vocab, 40 updates, 300 test lines
+    python -m scripts.bench_translation --methods softmax mhe --max-update 600 --vocab-size 16000
 
 Runs unchanged on a GPU (auto-detected). There, --bf16 trains under bf16 autocast (the task's
 --autocast-bf16: MHE's grouped products become one grouped GEMM), --model base gives the
@@ -16,7 +16,7 @@ transformer_wmt_en_de width (d=512, 6+6 layers), and the fused softmax baselines
 softmax-compile, softmax-torch, softmax-liger and softmax-cce (criterion
 fused_label_smoothed_cross_entropy; liger and cce need their packages and CUDA):
 
-    python scripts/bench_translation.py --model base --bf16 --methods softmax softmax-liger mhe mhp
+    python -m scripts.bench_translation --model base --bf16 --methods softmax softmax-liger mhe mhp
 """
 from __future__ import annotations
 
@@ -32,14 +32,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from recipes import evaluate, pipeline
+from recipes.commands import MODES, train_command
+from recipes.libreoffice_de_en import run as libreoffice
+from recipes.libreoffice_de_en.extract import add_extract_arguments
+from recipes.logs import parse_train_log
+from recipes.textfiles import read_lines, write_lines
 
-from recipes import pipeline  # noqa: E402
-from recipes.commands import MODES, generate_command, train_command  # noqa: E402
-from recipes.libreoffice_de_en import run as libreoffice  # noqa: E402
-from recipes.libreoffice_de_en.extract import add_extract_arguments  # noqa: E402
-from recipes.vocab import load_segmenter  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_METHODS = ("softmax", "adaptive", "mhp", "mhe", "mhs")
 #: softmax trained through a fused linear + loss kernel (mhce_nmt.fused_softmax)
@@ -88,39 +88,43 @@ def run_measured(cmd: List[str], log: Path) -> Dict[str, float]:
     return {"wall_s": time.perf_counter() - start, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def train_words_per_second(log: Path) -> Optional[float]:
-    """Median `wps` of fairseq's per-interval lines (`wps=`; epoch and valid summaries write
-    `| wps N`) after the first (warm-up) interval."""
-    value = pipeline.interval_median(log.read_text(errors="replace"), "wps")
-    return None if value is None else round(value, 1)
-
-
 def subset_test(cfg: pipeline.Config, lines: int) -> None:
     """Keep the first `lines` test pairs (for --quick)."""
     for lang in cfg.langs:
         path = cfg.data / f"test.{lang}"
-        kept = pipeline.read_lines(path)[:lines]
-        pipeline.write_lines(path, kept)
+        kept = read_lines(path)[:lines]
+        write_lines(path, kept)
+
+
+def benchmark_decoding(cfg: pipeline.Config, mode: str, checkpoint: Path, topk: str) -> evaluate.Decoding:
+    """How the benchmarks decode the test set with `checkpoint`: cfg's beam, batch size, device and
+    length penalty, and `topk` level-1 groups for mhe/mhp."""
+    return evaluate.Decoding(cfg.bin, checkpoint, mode, beam=cfg.beam, batch_size=cfg.batch_size, topk_groups=topk,
+                             cpu=cfg.train.cpu, lenpen=cfg.lenpen)
+
+
+def decode_test_set(cfg: pipeline.Config, mode: str, checkpoint: Path, out_dir: Path, topk: str,
+                    run: evaluate.Runner) -> Tuple[Dict[str, object], Dict[str, object]]:
+    """Decode the test set with `checkpoint` into `out_dir` (``fairseq-generate`` run by `run`), desegmented
+    in order, and score it with sacreBLEU: (the decoding's sizes and speed, the scores), as
+    recipes.evaluate gives them."""
+    stats = evaluate.decode_split(benchmark_decoding(cfg, mode, checkpoint, topk), out_dir,
+                                  cfg.data / f"test.{cfg.src}", cfg.segmenter_path(cfg.tgt), run)
+    return stats, evaluate.score_files(out_dir / "hyp.txt", cfg.data / f"test.{cfg.tgt}")
 
 
 def decode(cfg: pipeline.Config, method: str, run_dir: Path, topk: str) -> Dict[str, object]:
-    """fairseq-generate on the test set, desegment in order, score with sacreBLEU."""
-    out_dir = run_dir / f"gen-{topk}"
+    """fairseq-generate on the test set, desegment in order, score with sacreBLEU; with the decoding's
+    wall time and peak RSS."""
     method_cfg = method_settings(cfg, method)
-    cmd = generate_command(cfg.bin, pipeline.checkpoint_path(method_cfg), out_dir, method_cfg.train.mode,
-                           beam=cfg.beam, batch_size=cfg.batch_size, topk_groups=topk, cpu=cfg.train.cpu)
-    measured = run_measured(cmd, out_dir / "generate.log")
-    output = (out_dir / "generate-test.txt").read_text(encoding="utf-8")
-    expected = len(pipeline.read_lines(cfg.data / f"test.{cfg.src}"))
-    hyps = pipeline.ordered_hypotheses(output, expected)
-    segmenter = load_segmenter(cfg.segmenter_path(cfg.tgt))
-    pipeline.write_lines(out_dir / "hyp.txt", [segmenter.decode(h.split()) for h in hyps])
-    scores = pipeline.score_files(out_dir / "hyp.txt", cfg.data / f"test.{cfg.tgt}")
-    speed = re.search(r"\(([\d.]+) sentences/s", output + (out_dir / "generate.log").read_text(errors="replace"))
+    measured: List[Dict[str, float]] = []
+    stats, scores = decode_test_set(cfg, method_cfg.train.mode, pipeline.checkpoint_path(method_cfg),
+                                    run_dir / f"gen-{topk}", topk,
+                                    run=lambda cmd, log: measured.append(run_measured(cmd, log)))
     return {
-        "decode_sentences_per_s": float(speed.group(1)) if speed else None,
-        "decode_wall_s": round(measured["wall_s"], 1),
-        "decode_peak_rss_mb": round(measured["peak_rss_mb"], 1), **scores,
+        "decode_sentences_per_s": stats.get("sentences_per_s"), "lenpen": stats["lenpen"],
+        "decode_wall_s": round(measured[0]["wall_s"], 1),
+        "decode_peak_rss_mb": round(measured[0]["peak_rss_mb"], 1), **scores,
     }
 
 
@@ -142,11 +146,10 @@ def bench_method(cfg: pipeline.Config, method: str, topk: str, exhaustive: bool)
     method_cfg.checkpoints.mkdir(parents=True)
     cmd = train_command(cfg.bin, method_cfg.checkpoints, method_cfg.train, pipeline.target_vocab_size(cfg))
     measured = run_measured(cmd, run_dir / "train.out")
-    stats = pipeline.parse_train_log(method_cfg.checkpoints / "train.log")
+    stats = parse_train_log(method_cfg.checkpoints / "train.log")
     record: Dict[str, object] = {
         "method": method, "device": device_name(), "vocab": pipeline.target_vocab_size(cfg),
-        "updates": stats.get("num_updates"),
-        "train_words_per_s": train_words_per_second(method_cfg.checkpoints / "train.log"),
+        "updates": stats.get("num_updates"), "train_words_per_s": stats.get("train_words_per_s"),
         "train_wall_s": round(measured["wall_s"], 1), "train_peak_rss_mb": round(measured["peak_rss_mb"], 1),
         "valid_ppl": stats.get("valid_ppl"), "model_params": stats.get("model_params"),
         "output_layer_params": pipeline.output_layer_params(pipeline.checkpoint_path(method_cfg)),
@@ -232,6 +235,7 @@ def recipe_config(args: argparse.Namespace) -> Tuple[pipeline.Config, argparse.N
                    "--max-update", str(args.max_update), "--warmup-updates", str(args.warmup_updates),
                    "--max-tokens", str(args.max_tokens), "--seed", str(args.seed),
                    "--train-minutes", str(args.train_minutes), "--batch-size", str(args.batch_size),
+                   "--lenpen", f"{args.lenpen:g}",
                    "--lr", f"{args.lr:g}", "--dropout", f"{args.dropout:g}", "--mhce-shortlist", "0",
                    "--average-last", "0", "--lr-schedule", "inverse_sqrt",
                    "--autocast-bf16" if args.bf16 else "--no-autocast-bf16", "--log-format", "simple", "--no-more"]
@@ -279,6 +283,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--dropout", type=float, default=0.2, help="default %(default)g")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--topk-groups", default="8", help="coarse-to-fine G for mhe/mhp")
+    parser.add_argument("--lenpen", type=float, default=1.0,
+                        help="beam search length penalty, > 1 favours longer output (default %(default)g)")
     parser.add_argument("--no-exhaustive", action="store_true", help="skip mhe's exhaustive decode")
     parser.add_argument("--test-lines", type=int, default=1000, help="decode the first N test pairs (0 = all)")
     parser.add_argument("--bf16", action="store_true",
@@ -328,6 +334,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     tag += "_bf16" if args.bf16 else ""
     tag += f"_lr{args.lr:g}" if args.lr != 1e-3 else ""
     tag += f"_d{args.dropout:g}" if args.dropout != 0.2 else ""
+    tag += f"_lp{args.lenpen:g}" if args.lenpen != 1.0 else ""
     records: List[Dict[str, object]] = []
     for method in args.methods:  # the JSON is rewritten after each method: a failure keeps the rest
         records.append(bench_method(cfg, method, args.topk_groups, not args.no_exhaustive))

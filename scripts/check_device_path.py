@@ -10,22 +10,20 @@ For MHE (with and without a shortlist) and MHP at --vocab, in fp32 and bf16:
 Prints one line per check and exits 1 if any failed. The CPU tests (tests/test_grouped_device.py)
 check the same ways on the CPU and, on the meta device, that they read no value back.
 
-    python scripts/check_device_path.py --vocab 32768 --tokens 4096 --json OUT.json
+    python -m scripts.check_device_path --vocab 32768 --tokens 4096 --json OUT.json
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Dict, List
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mhce_nmt.codec import LabelCodec, ShortlistCodec  # noqa: E402
-from mhce_nmt.output import build_output_layer, factored_loss  # noqa: E402
-from mhce_nmt.output.grouped import choose_path  # noqa: E402
+from mhce_nmt.codec import LabelCodec, ShortlistCodec
+from mhce_nmt.output import build_output_layer, factored_loss
+from mhce_nmt.output.grouped import choose_path
 
 LAYERS = (("mhe", 0), ("mhe", 1024), ("mhp", 0))
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Learning curves on one GPU: every quality arm in its own process, all at once, each checkpoint
-# decoded and scored as soon as it is saved (scripts/bench_quality.py --score-during-training).
+# decoded and scored as soon as it is saved (python -m scripts.bench_quality --score-during-training).
 #
 #   scripts/gpu_quality.sh OUT_DIR [DEADLINE_SECONDS] [JOBS_FILE]
 #
@@ -46,13 +46,14 @@ demo-lr2e-3-d0.1  | --vocab-size 16000 $demo --lr 2e-3 --dropout 0.1
 demo-lr3e-3-d0.1  | --vocab-size 16000 $demo --lr 3e-3 --dropout 0.1
 "
 if [ -n "$jobs_file" ]; then jobs=$(cat "$jobs_file"); else jobs=$default_jobs; fi
+cd "$repo" || exit 1  # the benchmark runs as python3 -m scripts.bench_quality, from the repository root
 
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
 export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1  # TF32 matmuls: fp32 storage, the GPU's fast path
 mkdir -p "$out/jobs" "$out/logs"
 # the corpus of each vocabulary once, before the jobs (they would all prepare it at once)
 for vocab in $(grep -o -- '--vocab-size [0-9]*' <<<"$jobs" | sort -u | cut -d' ' -f2); do
-    python3 "$repo/scripts/bench_quality.py" --vocab-size "$vocab" --prepare-only >"$out/logs/prepare-$vocab.log" 2>&1 \
+    python3 -m scripts.bench_quality --vocab-size "$vocab" --prepare-only >"$out/logs/prepare-$vocab.log" 2>&1 \
         || { echo "preparing the $vocab corpus failed:"; tail -5 "$out/logs/prepare-$vocab.log"; exit 1; }
 done
 pids=()
@@ -61,7 +62,7 @@ while IFS='|' read -r name options; do
     [ -z "$name" ] && continue
     # own process group (setsid), so the deadline stops this job's fairseq processes and no others
     # shellcheck disable=SC2086  # options are words
-    setsid python3 "$repo/scripts/bench_quality.py" $options --batch-size 128 --score-during-training \
+    setsid python3 -m scripts.bench_quality $options --batch-size 128 --score-during-training \
         --out "$out/jobs/$name" >"$out/logs/$name.log" 2>&1 &
     pids+=($!)
     echo "started $name: $options"

@@ -12,7 +12,7 @@ For every reference position of a split (the model reads the reference prefix, a
 A model whose p(eos) is high where the sentence goes on ends its beam-search hypotheses early:
 short output, low brevity penalty. Works for every output layer (softmax, adaptive, mhe, mhp, mhs).
 
-    python scripts/length_diagnostics.py DATA_BIN CKPT [CKPT ...] [--subset valid] [--beam 5] [--json OUT]
+    python -m scripts.length_diagnostics DATA_BIN CKPT [CKPT ...] [--subset valid] [--beam 5] [--json OUT]
 """
 from __future__ import annotations
 

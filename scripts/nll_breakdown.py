@@ -12,21 +12,19 @@ so a softmax and an MHE model can be compared term by term (bits per target toke
   gate/group/leaf_bits  the tail targets' parts (the four parts sum to nll_bits)
   tail_share        fraction of target tokens in the tail
 
-    python scripts/nll_breakdown.py DATA_BIN CKPT [CKPT ...] --shortlist 1024 --group-size 122
+    python -m scripts.nll_breakdown DATA_BIN CKPT [CKPT ...] --shortlist 1024 --group-size 122
 """
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from length_diagnostics import each_checkpoint, teacher_forced_batches  # noqa: E402
+from scripts.length_diagnostics import each_checkpoint, teacher_forced_batches
 
 PARTS = ("shortlist", "gate", "group", "leaf")
 

@@ -8,24 +8,19 @@ time outside any op (Python, dispatch), and the throughput of the matrix product
 dense (hyps x d) @ (d x V) product timed in the same run, so the bound of the step is measured
 here rather than assumed.
 
-    python scripts/profile_decode_step.py                      # mhe, V=32768, G=8, 320 hyps
-    python scripts/profile_decode_step.py --method mhp --vocab 131072
+    python -m scripts.profile_decode_step                      # mhe, V=32768, G=8, 320 hyps
+    python -m scripts.profile_decode_step --method mhp --vocab 131072
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench_output_layer as bench  # noqa: E402
+from scripts import bench_output_layer as bench
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 CPU = torch.device("cpu")

@@ -1,6 +1,6 @@
 """Decode and score checkpoints, or the parameter mean of several, on the recipe's whole test set.
 
-    python scripts/score_checkpoints.py --mode mhe CKPT_DIR/checkpoint_10_2000.pt \
+    python -m scripts.score_checkpoints --mode mhe CKPT_DIR/checkpoint_10_2000.pt \
         CKPT_DIR/checkpoint_8_1600.pt+CKPT_DIR/checkpoint_10_2000.pt --json scores.json
 
 A spec joined by '+' is averaged first (recipes/average.py) into OUT_DIR. Each spec is decoded as
@@ -16,14 +16,12 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+from recipes.average import average_checkpoints
+from recipes.commands import MODES
+from scripts.bench_quality import decode_checkpoint
+from scripts.bench_translation import recipe_config
 
-from bench_quality import decode_checkpoint  # noqa: E402
-from bench_translation import recipe_config  # noqa: E402
-from recipes.average import average_checkpoints  # noqa: E402
-from recipes.commands import MODES  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def checkpoint_for(spec: str, out_dir: Path) -> Path:
@@ -55,11 +53,11 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     bench = argparse.Namespace(work_dir=args.work_dir, vocab_size=args.vocab_size, max_update=1, warmup_updates=1,
                                max_tokens=4096, seed=1, train_minutes=0, batch_size=args.batch_size, bf16=False,
                                model="small",
-                               lr=1e-3, dropout=0.2)
+                               lr=1e-3, dropout=0.2, lenpen=1.0)
     cfg, _ = recipe_config(bench)
     if not cfg.bin.is_dir():
         sys.exit(f"error: {cfg.bin} not found: prepare the corpus first "
-                 f"(python scripts/bench_quality.py --vocab-size {args.vocab_size} --prepare-only)")
+                 f"(python -m scripts.bench_quality --vocab-size {args.vocab_size} --prepare-only)")
     topk = args.topk_groups if args.mode in ("mhe", "mhp") else "full"
     results = []
     for n, spec in enumerate(args.specs):

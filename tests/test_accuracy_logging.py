@@ -17,8 +17,7 @@ from fairseq.logging import metrics
 import mhce_nmt  # noqa: F401
 from mhce_nmt.criterion import MHCECrossEntropyCriterion
 from reference import mixed_radix_digits
-from test_mhs_and_criterion import load
-from toy import build_in_process
+from toy import build_in_process, load_trained
 
 
 def brute_force_correct(lprobs: torch.Tensor, target: torch.Tensor, sizes: List[int]) -> Dict[str, int]:
@@ -45,7 +44,7 @@ def test_logged_accuracies_equal_brute_force(trained, toy_bin, source):
         task, model, _criterion, sample = build_in_process(
             toy_bin, ["--mhce-mode", "mhe", "--mhce-heads", "4,4,4"])
     else:
-        model, _cfg, task, sample = load(trained, toy_bin, source, max_sentences=64)
+        model, _cfg, task, sample = load_trained(trained, toy_bin, source, max_sentences=64)
     model.eval()
     sizes = [int(k) for k in model.decoder.output_projection.codec.head_sizes]
     criterion = MHCECrossEntropyCriterion(task, label_smoothing=0.1)

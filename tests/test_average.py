@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from recipes import pipeline  # noqa: E402
-from recipes.average import average_checkpoints, newest_checkpoints  # noqa: E402
+from recipes import pipeline
+from recipes.average import average_checkpoints, newest_checkpoints
+from tiny_recipe import TINY_MODEL, write_data
 
 
 def save(path: Path, weight: list[float], counts: list[int], updates: int) -> Path:
@@ -62,8 +59,6 @@ def test_averaged_checkpoint_leaves_the_optimizer_state_out(tmp_path: Path):
 
 
 def test_pipeline_decodes_the_mean_of_the_last_checkpoints(tmp_path: Path, capfd):
-    from test_recipe_pipeline import TINY_MODEL, write_data
-
     work = tmp_path / "work"
     write_data(work)
     recipe = pipeline.Recipe(name="tiny", src="de", tgt="en", work_dir=work, model_args=TINY_MODEL,

@@ -1,16 +1,11 @@
 """bench_output_layer's new options: shortlist methods build shortlist layers; bad values are refused."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import bench_output_layer as bench  # noqa: E402
-
-from mhce_nmt.output import ShortlistOutput  # noqa: E402
+from mhce_nmt.output import ShortlistOutput
+from scripts import bench_output_layer as bench
 
 
 @pytest.mark.parametrize("argv,message", [(["--shortlist", "2"], "--shortlist must be >= 4"),

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from recipes import pipeline
+from scripts import bench_quality as bench
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import bench_quality as bench  # noqa: E402
-from recipes import pipeline  # noqa: E402
 
 # lines as fairseq-train's --log-file writes them (copied from a real run)
 INNER = ("epoch 001:     {n} / 213 loss=12.971, nll_loss=12.672, total=3337.3, n_correct=6.3, "
@@ -116,12 +115,39 @@ def test_an_arm_with_every_point_recorded_is_skipped():
     assert not bench.arm_scored(records, "mhe", 16004, bench.parse_args(["--max-update", "1500", "--interval", "500"]))
 
 
+def test_points_are_scored_once_per_length_penalty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A saved checkpoint with a record at --lenpen (of this schedule and seed) is not decoded again; at
+    another --lenpen every point is, at that length penalty (records before the field: 1)."""
+    run_dir = tmp_path / "arms" / "mhe"
+    for updates in (500, 1000):
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoints" / f"checkpoint_1_{updates}.pt").write_bytes(b"")
+    decoded = []
+
+    def fake_decode(cfg, method, checkpoint, out_dir, topk):
+        decoded.append((checkpoint.name, cfg.lenpen))
+        return {"bleu": 1.0, "chrf": 2.0, "bp": 1.0, "lenpen": cfg.lenpen}
+
+    monkeypatch.setattr(bench, "decode_checkpoint", fake_decode)
+    for lenpen, expected in ((1.0, ["checkpoint_1_1000.pt"]), (2.0, ["checkpoint_1_500.pt", "checkpoint_1_1000.pt"])):
+        args = bench.parse_args(["--max-update", "1000", "--interval", "500", "--lenpen", f"{lenpen:g}"])
+        namespace = __import__("argparse").Namespace(
+            work_dir=tmp_path, vocab_size=16000, max_update=1000, warmup_updates=1000, max_tokens=4096, seed=1,
+            train_minutes=0, batch_size=64, bf16=False, model="small", lr=1e-3, dropout=0.2, lenpen=args.lenpen)
+        cfg, _ = bench.recipe_config(namespace)
+        records = [record("mhe", "", 500, 10.0)]  # written before records carried their length penalty
+        decoded.clear()
+        bench.score_arm(cfg, "mhe", run_dir, args, records, save=lambda current: None)
+        assert decoded == [(name, lenpen) for name in expected]
+        assert [(r["updates"], r.get("lenpen")) for r in records[1:]] == [(int(n[13:-3]), lenpen) for n in expected]
+
+
 def test_learning_rate_and_dropout_join_the_schedule_and_reach_fairseq(tmp_path: Path):
     args = bench.parse_args(["--lr", "2e-3", "--dropout", "0.1", "--warmup-updates", "500"])
     assert bench.settings_tag(args) == "w500-t4096-s1-lr0.002-d0.1"
     namespace = __import__("argparse").Namespace(
         work_dir=tmp_path, vocab_size=16000, max_update=100, warmup_updates=500, max_tokens=4096, seed=1,
-        train_minutes=0, batch_size=64, bf16=False, model="small", lr=args.lr, dropout=args.dropout)
+        train_minutes=0, batch_size=64, bf16=False, model="small", lr=args.lr, dropout=args.dropout, lenpen=1.0)
     cfg, _ = bench.recipe_config(namespace)
     words = list(cfg.train.model_args)
     assert words[len(words) - 1 - words[::-1].index("--lr") + 1] == "0.002"
@@ -170,7 +196,7 @@ def test_benchmarks_keep_their_schedule_whatever_the_demo_uses(tmp_path: Path):
     assert libreoffice.RECIPE.lr_schedule == "linear-budget" and libreoffice.RECIPE.mhce_shortlist  # the demo's choices
     namespace = __import__("argparse").Namespace(
         work_dir=tmp_path, vocab_size=16000, max_update=100, warmup_updates=1000, max_tokens=4096, seed=1,
-        train_minutes=0, batch_size=64, bf16=False, model="small", lr=1e-3, dropout=0.2)
+        train_minutes=0, batch_size=64, bf16=False, model="small", lr=1e-3, dropout=0.2, lenpen=1.0)
     cfg, _ = bench.recipe_config(namespace)
     assert cfg.average_last == 0 and cfg.train.save_interval_updates == 0 and cfg.train.shortlist_args == ()
     assert {"polynomial_decay", "linear_budget"}.isdisjoint(cfg.train.model_args)  # inverse_sqrt, whatever the demo uses

@@ -1,14 +1,12 @@
-"""The translation benchmark's parsing, table and plot (the training runs live in scripts/)."""
+"""The translation benchmark's options, table and plot (the training runs live in scripts/)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import bench_translation as bench  # noqa: E402
+from scripts import bench_translation as bench
 
 RECORDS = [
     {"method": "softmax", "vocab": 27732, "updates": 40, "train_words_per_s": 1000.0, "train_wall_s": 90.0,
@@ -18,19 +16,6 @@ RECORDS = [
      "train_peak_rss_mb": 900.0, "decode_sentences_per_s": 30.0, "output_layer_params": 7_200_000,
      "valid_ppl": 800.0, "bleu": 1.7, "chrf": 12.5, "exhaustive_bleu": 1.7},
 ]
-
-
-def test_words_per_second_is_the_median_after_warmup(tmp_path: Path):
-    """Lines as fairseq-train's --log-file writes them (no logger name), plus the epoch and
-    validation summaries, whose `| wps N` must not count."""
-    inner = [f"epoch 001:     {i * 10} / 230 loss=10.8, nll_loss=10.4, ppl=1430.4, wps={w}, ups=0.42, "
-             f"wpb=2678.5, bsz=242.4, num_updates={i * 10}, lr=0.001, gnorm=2.0, train_wall=24, wall=60"
-             for i, w in enumerate([50.0, 1000.0, 1200.0, 1100.0], 1)]
-    summaries = ["epoch 001 | loss 10.796 | nll_loss 10.387 | ppl 1338.94 | wps 9999.9 | ups 0.35 | "
-                 "num_updates 40", "epoch 001 | valid on 'valid' subset | loss 9.8 | ppl 600 | wps 8888.8"]
-    log = tmp_path / "train.log"
-    log.write_text("\n".join(inner[:2] + summaries[:1] + inner[2:] + summaries[1:]) + "\n")
-    assert bench.train_words_per_second(log) == 1100.0  # first interval (warm-up) left out
 
 
 def test_markdown_table_has_every_method_and_signatures():
@@ -80,7 +65,8 @@ def test_a_shortlist_method_may_name_its_size(tmp_path: Path):
 
 def test_options_reach_the_training_and_decoding_commands(tmp_path: Path, monkeypatch):
     """--train-minutes caps fairseq-train (--stop-time-hours), --batch-size is the decode batch,
-    and the device is auto-detected: --cpu without a GPU, none with one."""
+    --lenpen the decoding's length penalty (1 by default: fairseq's, no option), and the device is
+    auto-detected: --cpu without a GPU, none with one."""
     args = bench.parse_args(["--work-dir", str(tmp_path), "--train-minutes", "1.5", "--batch-size", "128",
                              "--max-tokens", "8192", "--max-update", "900"])
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
@@ -92,9 +78,12 @@ def test_options_reach_the_training_and_decoding_commands(tmp_path: Path, monkey
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     gpu_cfg, _ = bench.recipe_config(args)
     assert "--cpu" not in bench.train_command(cfg.bin, tmp_path, gpu_cfg.train, 27_728)
-    decode = bench.generate_command(cfg.bin, tmp_path / "c.pt", tmp_path, "mhe", batch_size=gpu_cfg.batch_size,
-                                    cpu=gpu_cfg.train.cpu)
+    decode = bench.benchmark_decoding(gpu_cfg, "mhe", tmp_path / "c.pt", "8").command(tmp_path)
     assert "--cpu" not in decode and decode[decode.index("--batch-size") + 1] == "128"
+    assert "--lenpen" not in decode and decode[decode.index("--mhe-topk-groups") + 1] == "8"
+    longer, _ = bench.recipe_config(bench.parse_args(["--work-dir", str(tmp_path), "--lenpen", "1.5"]))
+    decode = bench.benchmark_decoding(longer, "softmax", tmp_path / "c.pt", "full").command(tmp_path)
+    assert decode[decode.index("--lenpen") + 1] == "1.5" and decode[decode.index("--path") + 1] == str(tmp_path / "c.pt")
 
 
 def test_no_time_cap_by_default(tmp_path: Path):

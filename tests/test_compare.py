@@ -105,9 +105,9 @@ def test_the_evaluation_docs_commands_run_as_printed(tmp_path: Path, monkeypatch
 
     docs = (Path(compare.__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text(encoding="utf-8")
     blocks = [b.replace("\\\n", "") for b in re.findall(r"```bash\n(.*?)```", docs, re.S)]
-    recipe_line, = [line for b in blocks for line in b.splitlines() if "recipes/libreoffice_de_en/run.py" in line]
+    recipe_line, = [line for b in blocks for line in b.splitlines() if "-m recipes.libreoffice_de_en.run" in line]
     repo = Path(compare.__file__).resolve().parents[1]
-    argv = shlex.split(recipe_line)[2:]
+    argv = shlex.split(recipe_line)[3:]
     monkeypatch.chdir(repo)
     from recipes.libreoffice_de_en import run as libreoffice
     cfg = libreoffice.main([*argv, "--dry-run", "--work-dir", str(tmp_path / "work")])

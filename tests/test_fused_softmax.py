@@ -135,10 +135,6 @@ def test_fused_criterion_refuses_a_factored_model(toy_bin, tmp_path, cli):
 
 
 def test_recipe_offers_exactly_the_kernels_the_module_has():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from recipes import pipeline
     from mhce_nmt.fused_softmax import KERNELS
 

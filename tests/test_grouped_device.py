@@ -20,7 +20,7 @@ from mhce_nmt.output import build_output_layer, factored_loss
 from mhce_nmt.output.grouped import DENSE_DECODE_MAX_ELEMENTS, choose_path, grouped_child_scores
 from mhce_nmt.output.grouped_device import GATHER_CHUNK_ELEMENTS
 
-from test_grouped import naive, skewed_parents
+from grouped_reference import naive, skewed_parents
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,7 +4,6 @@ The reference is fairseq's function applied to each layer's exact (N, V) log-pro
 themselves checked against brute force in test_output_layers.py. MHP must match exactly; MHE
 exactly with every group, and in expectation (all subsets enumerated) with sampled groups.
 """
-import itertools
 import math
 
 import pytest
@@ -16,7 +15,8 @@ from mhce_nmt.codec import LabelCodec
 from reference import mixed_radix_digits
 from mhce_nmt.errors import MHCEConfigError
 from mhce_nmt.output import MHEOutput, factored_loss
-from test_output_layers import CODECS, D, codec_of, inputs, make
+from layer_builders import CODECS, D, codec_of, inputs, make
+from sampled_draws import losses_over_all_draws
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -71,35 +71,6 @@ def test_joint_smoothing_gradients_equal_fairseq(mode, cname, e, tied):
     assert got.item() == pytest.approx(want.item(), rel=1e-5)
     for g, w in zip(got_grads, want_grads):
         torch.testing.assert_close(g.double(), w.double(), atol=2e-5, rtol=1e-4)
-
-
-def draw_assignments(codec, draws):
-    """Every assignment of `draws` offsets per level 2..H: offset r picks the r-th parent among
-    the valid ones other than the token's own; each token's draw is uniform over these."""
-    per_level = [list(itertools.product(range(codec.num_prefixes[level - 2] - 1), repeat=draws))
-                 for level in range(2, codec.num_heads + 1)]
-    return list(itertools.product(*per_level))
-
-
-def fixed_draws(codec, assignment):
-    """A sample_parents that gives every token the parents `assignment` names for its level."""
-    def sample(level, parents, draws):
-        rows = []
-        for own in parents.tolist():
-            others = [q for q in range(codec.num_prefixes[level - 2]) if q != own]
-            rows.append([others[r] for r in assignment[level - 2]])
-        return torch.tensor(rows, dtype=torch.long).view(len(rows), draws)
-    return sample
-
-
-def losses_over_all_draws(monkeypatch, layer, tail, x, y, draws, eps):
-    """The sampled joint loss under every equally likely draw assignment (their mean is the expectation)."""
-    losses = []
-    for assignment in draw_assignments(tail.codec, draws):
-        monkeypatch.setattr(tail, "sample_parents", fixed_draws(tail.codec, assignment))
-        losses.append(factored_loss(layer.loss_terms(x, y, sum_groups=draws), eps, "joint").loss.double())
-    monkeypatch.undo()
-    return torch.stack(losses)
 
 
 @pytest.mark.parametrize("cname,e,draws", [("h2_waste", None, 2), ("h2_waste", 4, 1),

@@ -21,9 +21,9 @@ from mhce_nmt.errors import MHCEConfigError
 from mhce_nmt.layout import LayoutError, identity_layout, inverse_layout, read_layout, write_layout
 from mhce_nmt.model import check_layout_keeps_tied_rows, validate_args
 from mhce_nmt.output import PermutedOutput, factored_loss
-from test_bad_input import assert_one_clear_line
-from test_output_layers import codec_of, inputs, make, ref_log_probs
-from test_shortlist import make_shortlist, ref_shortlist
+from clear_errors import assert_one_clear_line
+from layer_builders import codec_of, inputs, make, make_shortlist
+from layer_reference import ref_log_probs, ref_shortlist
 from toy import PLUGIN, REPO, build_in_process, hypotheses, train_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")

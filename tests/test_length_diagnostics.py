@@ -3,16 +3,12 @@ from __future__ import annotations
 
 import math
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from scripts import length_diagnostics as diag
 from toy import PLUGIN
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import length_diagnostics as diag  # noqa: E402
 
 EOS, PAD = 2, 1
 

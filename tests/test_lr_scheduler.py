@@ -14,7 +14,7 @@ from fairseq.optim.lr_scheduler.polynomial_decay_schedule import (
 
 from mhce_nmt.errors import MHCEConfigError
 from mhce_nmt.lr_scheduler import LinearBudgetConfig, LinearBudgetSchedule
-from test_bad_input import assert_one_clear_line
+from clear_errors import assert_one_clear_line
 from toy import train_args
 
 PEAK = 2e-3

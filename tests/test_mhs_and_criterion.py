@@ -6,27 +6,16 @@ import math
 
 import pytest
 import torch
-from fairseq import checkpoint_utils
 from fairseq.models.transformer import TransformerModel
 
 import mhce_nmt  # noqa: F401
 from mhce_nmt.criterion import MHCECrossEntropyCriterion
 from mhce_nmt.errors import MHCEConfigError
-from toy import bleu, generate, train_losses
-
-
-def load(trained, toy_bin, name, max_sentences: int = 16):
-    """(model in eval mode, cfg, task, first valid batch) of a trained tiny model."""
-    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
-        [str(trained(name)["ckpt"])], arg_overrides={"data": str(toy_bin)})
-    task.load_dataset("valid")
-    sample = next(iter(task.get_batch_iterator(dataset=task.dataset("valid"), max_sentences=max_sentences,
-                                               max_positions=(1024, 1024)).next_epoch_itr(shuffle=False)))
-    return models[0].eval(), cfg, task, sample
+from toy import bleu, generate, load_trained, train_losses
 
 
 def test_mhs_checkpoint_is_a_stock_transformer(trained, toy_bin):
-    model, cfg, task, sample = load(trained, toy_bin, "mhs")
+    model, cfg, task, sample = load_trained(trained, toy_bin, "mhs")
     args = copy.deepcopy(cfg.model)
     args.arch = "transformer_tiny"
     stock = TransformerModel.build_model(args, task).eval()
@@ -64,7 +53,7 @@ def test_mhs_shares_input_output_embeddings(toy_bin, tmp_path):
 
 @pytest.mark.parametrize("name", ["mhe2", "mhe3", "mhp2", "mhs"])
 def test_criterion_sums_equal_exact_log_probs(trained, toy_bin, name):
-    model, _cfg, task, sample = load(trained, toy_bin, name)
+    model, _cfg, task, sample = load_trained(trained, toy_bin, name)
     criterion = MHCECrossEntropyCriterion(task, label_smoothing=0.0)
     with torch.no_grad():
         loss, sample_size, log = criterion(model, sample)
@@ -87,7 +76,7 @@ def test_criterion_sums_equal_exact_log_probs(trained, toy_bin, name):
 def test_criterion_metrics_are_base_2(trained, toy_bin):
     from fairseq.logging import metrics
 
-    model, _cfg, task, sample = load(trained, toy_bin, "mhe2")
+    model, _cfg, task, sample = load_trained(trained, toy_bin, "mhe2")
     criterion = MHCECrossEntropyCriterion(task, label_smoothing=0.1)
     with torch.no_grad():
         _, _, log = criterion(model, sample)
@@ -103,7 +92,7 @@ def test_criterion_metrics_are_base_2(trained, toy_bin):
 def test_criterion_rejects_stock_models_and_bad_smoothing(trained, toy_bin):
     from fairseq.models.transformer import TransformerModel as Stock
 
-    model, cfg, task, sample = load(trained, toy_bin, "mhs")
+    model, cfg, task, sample = load_trained(trained, toy_bin, "mhs")
     args = copy.deepcopy(cfg.model)
     args.arch = "transformer_tiny"
     stock = Stock.build_model(args, task)

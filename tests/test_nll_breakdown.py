@@ -4,16 +4,12 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from scripts import nll_breakdown as nb
 from toy import PLUGIN
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import nll_breakdown as nb  # noqa: E402
 
 PAD = 1
 

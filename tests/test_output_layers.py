@@ -20,185 +20,22 @@ from mhce_nmt.output import (
     MHEOutput, MHPOutput, MHSOutput, SoftmaxOutput, build_output_layer, factored_loss,
 )
 from mhce_nmt.output.base import LevelScores, LossTerms
+from layer_builders import D, codec_of, inputs, make
+from layer_reference import (
+    dense_from_candidates, ref_log_probs, ref_loss, ref_mhe_levels, ref_mhp, ref_softmax, smoothed, strides,
+    valid_prefix_sets,
+)
 
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# name -> (V, head sizes)
-CODECS = {
-    "h2_waste": (23, [5, 5]),       # codes 23, 24 invalid
-    "h2_exact": (20, [4, 5]),       # prod(K) == V
-    "h3_waste": (37, [3, 4, 4]),    # partial groups at levels 1 and 2; prefix 9 has one child
-    "h3_exact": (24, [2, 3, 4]),
-}
 CASCADE_CASES = [  # (mode, codec name, embed_dim or None)
     ("mhp", "h2_waste", None), ("mhp", "h2_exact", None), ("mhp", "h3_waste", None),
     ("mhp", "h3_exact", None),
     ("mhe", "h2_waste", None), ("mhe", "h2_exact", None), ("mhe", "h3_waste", None),
     ("mhe", "h3_exact", None), ("mhe", "h2_waste", 5), ("mhe", "h3_waste", 5),
 ]
-D = 6
-
-
-def codec_of(name):
-    v, sizes = CODECS[name]
-    return LabelCodec(v, sizes)
-
-
-def randomise(module, seed):
-    """Non-zero biases and non-trivial weights so every parameter matters."""
-    g = torch.Generator().manual_seed(seed + 100)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.5 * torch.randn(p.shape, generator=g))
-    return module
-
-
-def make(mode, codec, d=D, embed_dim=None, seed=0, **kw):
-    torch.manual_seed(seed)
-    if mode == "mhp":
-        m = MHPOutput(codec, d)
-    elif mode == "mhe":
-        m = MHEOutput(codec, d, embed_dim=embed_dim, **kw)
-    elif mode == "mhs":
-        m = MHSOutput(codec, d, **kw)
-    elif mode == "softmax":
-        m = SoftmaxOutput(codec, d, **kw)
-    else:
-        raise AssertionError(mode)
-    return randomise(m, seed)
-
-
-def inputs(n, v, d=D, seed=0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=g, dtype=dtype)
-    y = torch.randint(0, v, (n,), generator=g)
-    return x, y
-
-
-# ---------------------------------------------------------------------------------------------
-# brute-force references (independent of the codec's and the layers' code)
-# ---------------------------------------------------------------------------------------------
-
-
-def strides(sizes):
-    return [math.prod(sizes[h + 1:]) for h in range(len(sizes))]
-
-
-def valid_prefix_sets(v, sizes):
-    """valid[h] = set of length-h prefix numbers that occur for some id < V (h = 1..H)."""
-    s = strides(sizes)
-    return {h: {u // s[h - 1] for u in range(v)} for h in range(1, len(sizes) + 1)}
-
-
-def linear64(x, lin):
-    return x @ lin.weight.double().t() + lin.bias.double()
-
-
-def ref_mhe_levels(m, x, temperature=1.0, leaf_table=None):
-    """{(level, parent): (valid children, (N, n_valid) log p(child | parent, x))}, float64.
-
-    Level 1: Linear; level h: <proj_h(x), E_h[child]> + b_h[child]; each a softmax over the
-    children that brute-force enumeration finds valid. leaf_table replaces E_H (a tied table's
-    rows for this layer's ids).
-    """
-    v, sizes = m.codec.vocab_size, m.codec.head_sizes
-    valid = valid_prefix_sets(v, sizes)
-    x = x.double()
-    out = {}
-    l1 = linear64(x, m.level1)
-    ch = [c for c in range(sizes[0]) if c in valid[1]]
-    out[(1, 0)] = (ch, torch.log_softmax(l1[:, ch] / temperature, -1))
-    for level in range(2, len(sizes) + 1):
-        k = sizes[level - 1]
-        proj = m.projections[level - 2]
-        z = x if isinstance(proj, nn.Identity) else linear64(x, proj)
-        table = (leaf_table if leaf_table is not None and level == len(sizes) else m.embeddings[level - 2]).double()
-        bias = m.biases[level - 2].double()
-        for p in sorted(valid[level - 1]):
-            ch = [p * k + c for c in range(k) if p * k + c in valid[level]]
-            s = torch.stack([z @ table[c] + bias[c] for c in ch], 1)
-            out[(level, p)] = (ch, torch.log_softmax(s / temperature, -1))
-    return out
-
-
-def ref_joint_from_levels(levels, v, sizes):
-    """(N, V) log p(y) = sum_h log p(d_h | d_<h) by walking every id's path."""
-    s = strides(sizes)
-    cols = []
-    for i in range(v):
-        total = 0.0
-        for h in range(1, len(sizes) + 1):
-            parent = i // s[h - 2] if h > 1 else 0
-            ch, lp = levels[(h, parent)]
-            total = total + lp[:, ch.index(i // s[h - 1])]
-        cols.append(total)
-    return torch.stack(cols, 1)
-
-
-def ref_mhp(m, x, temperature=1.0):
-    """(head log-probs list, log Z (N,), (N, V) joint) from the raw head weights, float64."""
-    v, sizes = m.codec.vocab_size, m.codec.head_sizes
-    logits = linear64(x.double(), m.heads)
-    lps, start = [], 0
-    for k in sizes:
-        lps.append(torch.log_softmax(logits[:, start:start + k] / temperature, -1))
-        start += k
-    cols = [sum(lps[h][:, d] for h, d in enumerate(mixed_radix_digits(i, sizes))) for i in range(v)]
-    unnorm = torch.stack(cols, 1)
-    log_z = torch.logsumexp(unnorm, 1)
-    return lps, log_z, unnorm - log_z.unsqueeze(1)
-
-
-def ref_softmax(m, x, temperature=1.0):
-    return torch.log_softmax((x.double() @ m.weight.double().t()) / temperature, -1)
-
-
-def ref_log_probs(m, x, temperature=1.0):
-    if isinstance(m, MHEOutput):
-        return ref_joint_from_levels(ref_mhe_levels(m, x, temperature), m.codec.vocab_size,
-                                     m.codec.head_sizes)
-    if isinstance(m, MHPOutput):
-        return ref_mhp(m, x, temperature)[2]
-    return ref_softmax(m, x, temperature)
-
-
-def smoothed(lp_valid, idx, eps):
-    """fairseq label smoothing over the given valid classes: lp_valid (n,), target index idx."""
-    n = lp_valid.numel()
-    nll = -lp_valid[idx]
-    if eps == 0:
-        return nll
-    if n == 1:
-        return torch.zeros((), dtype=lp_valid.dtype)
-    eps_i = eps / (n - 1)
-    return (1 - eps - eps_i) * nll + eps_i * (-lp_valid).sum()
-
-
-def ref_loss(m, x, y, eps, leaf_table=None):
-    """Per-token smoothed loss, reference (N,) float64 (leaf_table: see ref_mhe_levels)."""
-    v, sizes = m.codec.vocab_size, m.codec.head_sizes
-    s = strides(sizes)
-    out = []
-    if isinstance(m, MHEOutput):
-        levels = ref_mhe_levels(m, x, leaf_table=leaf_table)
-        for n, t in enumerate(y.tolist()):
-            total = 0.0
-            for h in range(1, len(sizes) + 1):
-                parent = t // s[h - 2] if h > 1 else 0
-                ch, lp = levels[(h, parent)]
-                total = total + smoothed(lp[n], ch.index(t // s[h - 1]), eps)
-            out.append(total)
-    elif isinstance(m, MHPOutput):
-        lps, log_z, _ = ref_mhp(m, x)
-        for n, t in enumerate(y.tolist()):
-            d = mixed_radix_digits(t, sizes)
-            out.append(sum(smoothed(lps[h][n], d[h], eps) for h in range(len(sizes))) + log_z[n])
-    else:
-        lp = ref_softmax(m, x)
-        out = [smoothed(lp[n], t, eps) for n, t in enumerate(y.tolist())]
-    return torch.stack([torch.as_tensor(o, dtype=torch.float64) for o in out])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,22 +289,6 @@ def test_gradcheck_float64(mode, v, sizes, e):
 # ---------------------------------------------------------------------------------------------
 # candidates / score / resolve_topk
 # ---------------------------------------------------------------------------------------------
-
-
-def dense_from_candidates(ids, scores, v):
-    n = ids.size(0)
-    dense = torch.full((n, v), float("-inf"), dtype=torch.float64)
-    for r in range(n):
-        seen = set()
-        for i, sc in zip(ids[r].tolist(), scores[r].tolist()):
-            assert 0 <= i < v
-            if math.isfinite(sc):
-                assert i not in seen, "a real id returned twice with a finite score"
-                seen.add(i)
-                dense[r, i] = sc
-            else:
-                assert sc == float("-inf")
-    return dense
 
 
 @pytest.mark.parametrize("mode,cname,e", CASCADE_CASES)

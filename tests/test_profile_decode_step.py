@@ -1,13 +1,9 @@
 """scripts/profile_decode_step.py: FLOP counting by hand, and a tiny run end to end."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import profile_decode_step as prof  # noqa: E402
+from scripts import profile_decode_step as prof
 
 
 @pytest.mark.parametrize("name, shapes, flops", [

@@ -4,7 +4,7 @@ tests/test_codec.py draws random codecs for the codec itself and tests/test_outp
 checks the layers against brute force on four fixed codecs; here hypothesis draws the codec
 (V, number and sizes of heads, exact or wasteful), the state width, the MHE label-embedding
 width, the temperature and the weights, and every layer must match the float64 brute-force
-reference of test_output_layers (built from the raw parameters, never from the layer's code).
+reference of layer_reference.py (built from the raw parameters, never from the layer's code).
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from mhce_nmt.codec import LabelCodec
 from mhce_nmt.output import factored_loss
-from test_output_layers import dense_from_candidates, make, ref_log_probs
+from layer_builders import make
+from layer_reference import dense_from_candidates, ref_log_probs
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,23 +9,21 @@ from __future__ import annotations
 import json
 import random
 import struct
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from recipes.libreoffice_de_en.clean import Pair, clean_pairs, normalize, strip_ui  # noqa: E402
-from recipes.libreoffice_de_en.extract import build_corpus, packages, ui_pairs  # noqa: E402
-from recipes.libreoffice_de_en.helphtml import align_help, parse_help_page  # noqa: E402
-from recipes.libreoffice_de_en.mofile import read_mo  # noqa: E402
-from recipes.libreoffice_de_en.more import (  # noqa: E402
+from recipes.libreoffice_de_en.clean import Pair, clean_pairs, normalize, strip_ui
+from recipes.libreoffice_de_en.extract import build_corpus, packages, ui_pairs
+from recipes.libreoffice_de_en.helphtml import align_help, parse_help_page
+from recipes.libreoffice_de_en.mofile import read_mo
+from recipes.libreoffice_de_en.more import (
     CALIBRE_LOCALES, DEBIAN_REFERENCE, calibre_pairs, debian_reference_pairs,
 )
-from recipes.libreoffice_de_en.split import split_by_page  # noqa: E402
+from recipes.libreoffice_de_en.split import split_by_page
+
+ROOT = Path(__file__).resolve().parents[1]
 
 HELP = ROOT / "tests" / "fixtures" / "libreoffice_help"
 

@@ -8,63 +8,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import re
 import shlex
 import subprocess
 import sys
+import types
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from mhce_nmt import autocast  # noqa: E402
-from recipes import pipeline  # noqa: E402
-from recipes.commands import (  # noqa: E402
-    USER_DIR, TrainSettings, adaptive_cutoffs, generate_command, mhce_arch, train_command,
-)
-from recipes.iwslt14_de_en import run as iwslt14  # noqa: E402
-from recipes.libreoffice_de_en import run as libreoffice  # noqa: E402
-from recipes.vocab import WordLevel  # noqa: E402
-from recipes.wmt14_en_de import run as wmt14  # noqa: E402
+from mhce_nmt import autocast
+from recipes import pipeline
+from recipes.commands import USER_DIR, TrainSettings, adaptive_cutoffs, generate_command, mhce_arch, train_command
+from recipes.iwslt14_de_en import run as iwslt14
+from recipes.libreoffice_de_en import run as libreoffice
+from recipes.vocab import WordLevel
+from recipes.wmt14_en_de import run as wmt14
+from tiny_recipe import TINY_MODEL, recipe_config, write_data
 
 MODES = ["mhe", "softmax"]
-
-TINY_MODEL = (
-    "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
-    "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
-    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2", "--dropout", "0.1",
-    "--optimizer", "adam", "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt",
-)
-
-WORDS = {"Datei": "file", "Tabelle": "table", "Zelle": "cell", "Seite": "page", "Bild": "image",
-         "Formel": "formula", "Spalte": "column", "Zeile": "row", "Vorlage": "template", "Folie": "slide"}
-ACTIONS = {"Öffnen Sie": "Open", "Löschen Sie": "Delete", "Kopieren Sie": "Copy", "Speichern Sie": "Save",
-           "Wählen Sie": "Select", "Drucken Sie": "Print"}
-
-
-def synthetic_pairs(count: int, seed: int) -> list[tuple[str, str]]:
-    """German-English pairs such as ("Öffnen Sie die Datei und die Zelle.", "Open the file and the cell.")."""
-    rng = random.Random(seed)
-    pairs = []
-    for _ in range(count):
-        (de_verb, en_verb), (de1, en1), (de2, en2) = (rng.choice(list(ACTIONS.items())),
-                                                       *rng.sample(list(WORDS.items()), 2))
-        pairs.append((f"{de_verb} die {de1} und die {de2}.", f"{en_verb} the {en1} and the {en2}."))
-    return pairs
-
-
-def write_data(work: Path) -> None:
-    """train/valid/test.{de,en} with 400/30/40 pairs."""
-    data = work / "data"
-    data.mkdir(parents=True)
-    for split, count, seed in (("train", 400, 1), ("valid", 30, 2), ("test", 40, 3)):
-        pairs = synthetic_pairs(count, seed)
-        (data / f"{split}.de").write_text("".join(de + "\n" for de, _ in pairs), encoding="utf-8")
-        (data / f"{split}.en").write_text("".join(en + "\n" for _, en in pairs), encoding="utf-8")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -113,27 +77,16 @@ def test_pipeline_end_to_end(tmp_path: Path, mode: str, capfd: pytest.CaptureFix
     assert json.loads((cfg.run_dir / "summary.json").read_text())["precision"] == "fp32"
 
 
-def test_ordered_hypotheses_restores_order_and_counts() -> None:
-    output = "S-1\tb\nH-1\t-0.1\tsecond\nH-0\t-0.2\tfirst\nD-0\t-0.2\tfirst\n"
-    assert pipeline.ordered_hypotheses(output, 2) == ["first", "second"]
-    with pytest.raises(RuntimeError, match="missing ids \\[2\\]"):
-        pipeline.ordered_hypotheses(output, 3)
-
-
-def test_train_log_sums_the_training_wall_of_every_epoch_once(tmp_path: Path) -> None:
-    # epoch summaries as fairseq-train's --log-file writes them (a real run, columns trimmed): it
-    # repeats a line once more each epoch, and each summary's train_wall covers its epoch alone
-    summary = ("epoch {e:03d} | loss 6.575 | ppl 42.13 | wps 1033.2 | ups 2.77 | wpb 372.6 | num_updates {n} | "
-               "lr 0.000875 | gnorm 2.207 | train_wall {train} | wall {wall}")
-    valid = "epoch {e:03d} | valid on 'valid' subset | loss 5.4 | nll_loss 4.1 | ppl {ppl} | num_updates {n}"
-    lines = [summary.format(e=1, n=1750, train=643, wall=668), valid.format(e=1, ppl=84.94, n=1750),
-             *[summary.format(e=2, n=3500, train=608, wall=1299)] * 2, *[valid.format(e=2, ppl=37.08, n=3500)] * 2,
-             *[summary.format(e=3, n=3900, train=140, wall=1460)] * 3]
-    log = tmp_path / "train.log"
-    log.write_text("\n".join(lines) + "\n")
-    stats = pipeline.parse_train_log(log)
-    assert stats["train_wall_s"] == 643 + 608 + 140  # not the last epoch's 140
-    assert stats["wall_s"] == 1460 and stats["num_updates"] == 3900 and stats["valid_ppl"] == 37.08
+def test_invocation_is_the_command_that_ran_the_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run as a module (``python -m recipes.libreoffice_de_en.run``, whose sys.argv[0] is the module's
+    file), the recorded call names the module; run as a script, the script."""
+    main = types.ModuleType("__main__")
+    main.__spec__ = find_spec("recipes.libreoffice_de_en.run")
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    monkeypatch.setattr(sys, "argv", [libreoffice.__file__, "--mode", "softmax"])
+    assert pipeline.invocation().split()[1:] == ["-m", "recipes.libreoffice_de_en.run", "--mode", "softmax"]
+    main.__spec__ = None
+    assert pipeline.invocation().split()[1:] == [libreoffice.__file__, "--mode", "softmax"]
 
 
 def test_word_level_round_trip() -> None:
@@ -235,12 +188,6 @@ def test_dry_run_softmax_baselines_share_embeddings(capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "--arch transformer_wmt_en_de" in out and "--share-all-embeddings" in out
     assert "training-parallel-nc-v9.tgz" in out and "nc-v12" not in out
-
-
-def recipe_config(recipe: pipeline.Recipe, argv: list[str]) -> pipeline.Config:
-    parser = __import__("argparse").ArgumentParser()
-    pipeline.add_arguments(parser, recipe, pipeline.STAGES)
-    return pipeline.config_from_args(parser.parse_args(argv), recipe)
 
 
 def last_value(cmd: list[str], option: str) -> str:

@@ -2,14 +2,12 @@
 (the decoding itself is bench_quality's decode_checkpoint, run by the benchmarks)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import score_checkpoints as score  # noqa: E402
+from scripts import score_checkpoints as score
 
 
 def test_a_plus_joined_spec_is_averaged_and_a_single_one_used_as_is(tmp_path: Path):

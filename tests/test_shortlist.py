@@ -10,14 +10,12 @@ import torch
 from torch import nn
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 
-from mhce_nmt.codec import CodecError, LabelCodec, ShortlistCodec
+from mhce_nmt.codec import CodecError, ShortlistCodec
 from mhce_nmt.errors import MHCEConfigError
 from mhce_nmt.output import ShortlistOutput, build_output_layer, factored_loss
-from test_joint_smoothing import losses_over_all_draws
-from test_output_layers import (
-    CODECS, D, inputs, linear64, randomise, ref_joint_from_levels, ref_loss, ref_mhe_levels, ref_mhp,
-    smoothed, valid_prefix_sets,
-)
+from layer_builders import D, inputs, make_shortlist
+from layer_reference import linear64, ref_loss, ref_short_logits, ref_shortlist, smoothed, valid_prefix_sets
+from sampled_draws import losses_over_all_draws
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,57 +25,6 @@ CASES = [("mhe", "h2_waste", 4), ("mhe", "h3_waste", 1), ("mhe", "h2_exact", 7),
          ("mhp", "h2_waste", 4), ("mhp", "h3_waste", 3), ("mhp", "h3_exact", 5),
          ("mhe-tied", "h2_waste", 4), ("mhe-tied", "h3_waste", 2),
          ("mhe-tieshort", "h2_waste", 4), ("mhp-tieshort", "h3_waste", 3)]
-
-
-def make_shortlist(mode, cname, shortlist, seed=0, embed_dim=None):
-    """A ShortlistOutput whose tail has the named test codec (V = shortlist + tail V); mhe-tied
-    gets a decoder embedding W (V, e) as its tied weight."""
-    tail_v, sizes = CODECS[cname]
-    codec = ShortlistCodec(shortlist + tail_v, shortlist, LabelCodec(tail_v, sizes))
-    torch.manual_seed(seed)
-    tied = nn.Parameter(torch.randn(codec.vocab_size, embed_dim or D)) if mode == "mhe-tied" else None
-    short = nn.Parameter(torch.randn(codec.vocab_size, D)) if mode.endswith("-tieshort") else None
-    m = build_output_layer(mode.split("-")[0], codec, D, embed_dim=embed_dim, tied_weight=tied, short_weight=short)
-    if tied is not None:
-        assert m.tail.embeddings[-1] is tied  # the reference reads W through it
-    if short is not None:
-        assert m.short_weight is short and not hasattr(m, "short")
-    return randomise(m, seed)
-
-
-def ref_short_logits(m, x64):
-    """(N, N_s) raw shortlist scores, float64: Linear, tied <P x, W[s]> + c_s, or shortlist-tied
-    <x, W[s]> + c_s."""
-    if hasattr(m, "short"):
-        return linear64(x64, m.short)
-    if m.short_weight is not None:
-        return x64 @ m.short_weight.double()[:m.codec.shortlist].t() + m.short_bias.double()
-    w = m.tail.embeddings[-1].double()
-    proj = m.tail.projections[-1]
-    z = x64 if isinstance(proj, nn.Identity) else linear64(x64, proj)
-    return z @ w[:m.codec.shortlist].t() + m.short_bias.double()
-
-
-def ref_shortlist(m, x, temperature=1.0):
-    """(N, V) exact log-probs from the parameters, float64. Tied: id v's output row is W[v],
-    scored against the tail's last projection: shortlist a_s = <P x, W[s]> + c_s, tail leaf t
-    uses row W[N_s + t]."""
-    x64 = x.double()
-    tail = m.tail
-    a = ref_short_logits(m, x64) / temperature
-    leaf_table = tail.embeddings[-1].double()[m.codec.shortlist:] if m.tied else None
-    if m.tail.__class__.__name__ == "MHEOutput":
-        valid_groups = sorted(valid_prefix_sets(tail.codec.vocab_size, tail.codec.head_sizes)[1])
-        b = linear64(x64, tail.level1)[:, valid_groups] / temperature
-        level1 = torch.log_softmax(torch.cat([a, b], 1), -1)  # one softmax over N_s + groups
-        levels = ref_mhe_levels(tail, x, temperature, leaf_table)
-        levels[(1, 0)] = (valid_groups, level1[:, m.codec.shortlist:])
-        tail_lp = ref_joint_from_levels(levels, tail.codec.vocab_size, tail.codec.head_sizes)
-        return torch.cat([level1[:, :m.codec.shortlist], tail_lp], 1)
-    k1 = tail.codec.head_sizes[0]
-    b = linear64(x64, tail.heads)[:, :k1] / temperature
-    gate = torch.log_softmax(torch.cat([a, torch.logsumexp(b, -1, keepdim=True)], 1), -1)
-    return torch.cat([gate[:, :-1], gate[:, -1:] + ref_mhp(tail, x, temperature)[2]], 1)
 
 
 def every_id(v, n):

@@ -8,7 +8,7 @@ from typing import Dict
 import pytest
 import torch
 
-from test_bad_input import assert_one_clear_line
+from clear_errors import assert_one_clear_line
 from toy import build_in_process, generate, hypotheses, train_args
 
 # name -> (extra fairseq-train options, text the one error line must contain)
@@ -109,10 +109,6 @@ def test_shortlist_only_tie_trains_decodes_and_shares_the_shortlist_rows(runs):
     layer = model.decoder.output_projection
     assert layer.short_weight is model.decoder.embed_tokens.weight  # one table after reloading
     assert not hasattr(layer, "short") and layer.tail.embeddings[0].shape[0] == 40  # the tail's own leaves
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from recipes.pipeline import output_layer_params
 
     # the recipe's summary counts the N rows the shortlist scores, as many as the untied Linear's

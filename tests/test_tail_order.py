@@ -3,20 +3,16 @@ recipe's binarisation with the regrouped dictionary (a permutation that keeps th
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from recipes import pipeline  # noqa: E402
-from recipes.tail_order import (  # noqa: E402
+from recipes import pipeline
+from recipes.tail_order import (
     balanced_bisection, context_counts, context_ordered_dictionary, context_vectors, read_dictionary,
 )
-from tests.test_recipe_pipeline import recipe_config, write_data  # noqa: E402
+from tiny_recipe import recipe_config, write_data
 
 
 def test_bisection_cuts_exact_blocks_and_recovers_separated_clusters() -> None:

@@ -120,3 +120,17 @@ def build_in_process(data: Path, extra: Sequence[str] = (), arch: str = "transfo
     batches = task.get_batch_iterator(dataset=task.dataset("valid"), max_tokens=3000,
                                       seed=1).next_epoch_itr(shuffle=False)
     return task, model, criterion, next(iter(batches))
+
+
+def load_trained(trained: Callable[[str], Dict], toy_bin: Path, name: str, max_sentences: int = 16):
+    """(model in eval mode, cfg, task, first valid batch) of a tiny model that the session's `trained`
+    fixture trained on `toy_bin`."""
+    import mhce_nmt  # noqa: F401  (registers the model, criterion and task)
+    from fairseq import checkpoint_utils
+
+    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(trained(name)["ckpt"])], arg_overrides={"data": str(toy_bin)})
+    task.load_dataset("valid")
+    sample = next(iter(task.get_batch_iterator(dataset=task.dataset("valid"), max_sentences=max_sentences,
+                                               max_positions=(1024, 1024)).next_epoch_itr(shuffle=False)))
+    return models[0].eval(), cfg, task, sample

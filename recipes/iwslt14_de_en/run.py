@@ -8,17 +8,13 @@ and the length filter counts whitespace words of the untokenised text. Training 
 ``transformer_mhce_iwslt_de_en`` (``transformer_iwslt_de_en`` for the softmax/adaptive
 baselines) with fairseq's IWSLT hyper-parameters. Needs internet for the download.
 
-    python recipes/iwslt14_de_en/run.py --dry-run
+    python -m recipes.iwslt14_de_en.run --dry-run
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from recipes import corpus, pipeline
 

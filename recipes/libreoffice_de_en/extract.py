@@ -12,20 +12,16 @@ normalised and filtered (:mod:`clean`), split by whole help page (:mod:`split`; 
 ``--more`` data go to train only) and written as ``{train,valid,test}.{src,tgt}`` plus
 ``counts.json`` with the count after every step.
 
-    python recipes/libreoffice_de_en/extract.py --src de --tgt en --work-dir /tmp/lo
+    python -m recipes.libreoffice_de_en.extract --src de --tgt en --work-dir /tmp/lo
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from recipes.libreoffice_de_en import debpkg, more
 from recipes.libreoffice_de_en.clean import FilterConfig, Pair, clean_pairs

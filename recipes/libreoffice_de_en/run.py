@@ -7,9 +7,9 @@ Stages: extract -> spm -> binarize -> train -> generate -> score -> summary, eve
 AVX512-BF16 or AMX; fp32 on other CPUs), batches of 1,024 tokens, 12,000 updates or 41 minutes of
 training, whichever comes first: at most 45 minutes in all on 2 CPU cores).
 
-    python recipes/libreoffice_de_en/run.py --mode softmax --max-update 30
-    python recipes/libreoffice_de_en/run.py --stage score
-    python recipes/libreoffice_de_en/run.py --dry-run
+    python -m recipes.libreoffice_de_en.run --mode softmax --max-update 30
+    python -m recipes.libreoffice_de_en.run --stage score
+    python -m recipes.libreoffice_de_en.run --dry-run
 """
 
 from __future__ import annotations
@@ -17,11 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from recipes import pipeline
 from recipes.libreoffice_de_en import more

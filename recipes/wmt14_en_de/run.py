@@ -9,17 +9,13 @@ Training uses ``transformer_mhce_wmt_en_de`` (``transformer_wmt_en_de`` for the 
 with the hyper-parameters of fairseq's Scaling NMT recipe at base size (dropout 0.1). Needs
 internet for the download.
 
-    python recipes/wmt14_en_de/run.py --dry-run
+    python -m recipes.wmt14_en_de.run --dry-run
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from recipes import corpus, pipeline
 

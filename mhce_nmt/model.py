@@ -4,6 +4,9 @@ The decoder returns features (B, T, d) like fairseq's adaptive-softmax decoder; 
 calls `output_projection.loss_terms` and `get_normalized_probs` calls `output_projection.log_probs`.
 With --mhce-layout FILE the output layer is a PermutedOutput around the factored layer: id v takes
 code position pi(v) (mhce_nmt.layout), and pi is a buffer of the checkpoint.
+With --mhce-embeddings factored the input embeddings are FactoredEmbeddings (mhce_nmt.embedding) over
+the same codec (and, under a layout, the same pi: a PermutedEmbedding), in place of fairseq's V x d
+tables; `build_embedding` makes them, and the decoder ties them to its output layer where asked.
 """
 from __future__ import annotations
 
@@ -21,12 +24,14 @@ from fairseq.models.transformer.transformer_legacy import (
     transformer_wmt_en_de,
 )
 
-from .codec import LabelCodec, ShortlistCodec
+from .codec import LabelCodec, ShortlistCodec, parse_head_sizes
+from .embedding import FactoredEmbedding, PermutedEmbedding
 from .errors import MHCEConfigError
 from .layout import first_moved, identity_layout, read_layout
-from .output import MODES, FactoredOutput, PermutedOutput, build_output_layer
+from .output import MODES, FactoredOutput, PermutedOutput, ShortlistOutput, build_output_layer
 
 OUTPUT_KEY = "decoder.output_projection."
+EMBEDDINGS = ("full", "factored")
 
 logger = logging.getLogger(__name__)
 
@@ -51,19 +56,75 @@ def codec_from_args(args: Any, vocab_size: int) -> Union[LabelCodec, ShortlistCo
     return LabelCodec.build(vocab_size, heads, num_heads)
 
 
+def input_codec(args: Any, vocab_size: int) -> Union[LabelCodec, ShortlistCodec]:
+    """The codec of a --mhce-embeddings factored input table over a dictionary of `vocab_size`
+    entries: the target's (codec_from_args) for a dictionary of its size (a joint one); a source
+    dictionary of another size gets automatic head sizes for as many heads, and the same shortlist N."""
+    if vocab_size == int(args.mhce_vocab_size):
+        return codec_from_args(args, vocab_size)
+    num_heads = len(parse_head_sizes(args.mhce_heads))
+    shortlist = int(getattr(args, "mhce_shortlist", 0) or 0)
+    if shortlist:
+        return ShortlistCodec.build(vocab_size, shortlist, None, num_heads)
+    return LabelCodec.build(vocab_size, None, num_heads)
+
+
+def factored_embeddings(args: Any) -> bool:
+    """--mhce-embeddings factored (mhce_nmt.embedding) rather than fairseq's V x d tables."""
+    return getattr(args, "mhce_embeddings", "full") == "factored"
+
+
+def shares_digit_tables(args: Any) -> bool:
+    """MHP's heads are the per-digit input tables: --mhce-embeddings factored, --mhce-mode mhp and
+    --share-decoder-input-output-embed (or --share-all-embeddings, which implies it in fairseq)."""
+    shared = getattr(args, "share_decoder_input_output_embed", False) or getattr(args, "share_all_embeddings", False)
+    return factored_embeddings(args) and getattr(args, "mhce_mode", "mhe") == "mhp" and bool(shared)
+
+
+def check_factored_embeddings(args: Any, mode: str) -> None:
+    """Reject what --mhce-embeddings factored cannot honour: its tables have N + sum K rows, no V x d."""
+    if mode == "mhs":
+        raise MHCEConfigError(
+            "--mhce-embeddings factored applies to --mhce-mode mhp and mhe, not mhs: mhs keeps a V x d softmax, "
+            "tied to a V x d input table. Use --mhce-embeddings full, or --mhce-mode mhp or mhe.")
+    if getattr(args, "mhe_tie_label_embeddings", False):
+        raise MHCEConfigError(
+            "--mhe-tie-label-embeddings ties MHE's last level (one row per id) to a V x d input table, which "
+            "--mhce-embeddings factored does not have: drop it (--mhce-tie-shortlist ties the shortlist's rows), "
+            "or use --mhce-embeddings full.")
+    explicit_share = getattr(args, "share_decoder_input_output_embed", False) and not getattr(
+        args, "share_all_embeddings", False)
+    if explicit_share and mode == "mhe":
+        raise MHCEConfigError(
+            "--share-decoder-input-output-embed with --mhce-embeddings factored ties MHP's heads to the per-digit "
+            "input tables; MHE's levels embed prefixes, not digits: drop it, or use --mhce-mode mhp.")
+    if getattr(args, "mhce_tie_shortlist", False) and not (getattr(args, "mhce_shortlist", 0) or 0):
+        raise MHCEConfigError("--mhce-tie-shortlist ties the shortlist's rows: give --mhce-shortlist N > 0.")
+    for option in ("encoder_embed_path", "decoder_embed_path"):
+        if getattr(args, option, None):
+            raise MHCEConfigError(
+                f"--{option.replace('_', '-')} loads pretrained rows into a V x d table, which --mhce-embeddings "
+                "factored does not have: drop it, or use --mhce-embeddings full.")
+
+
 def validate_args(args: Any) -> None:
     """Reject options the factored output cannot honour, before any model is built."""
     mode = getattr(args, "mhce_mode", "mhe")
     if mode not in ("mhp", "mhe", "mhs"):
         raise MHCEConfigError(f"--mhce-mode {mode!r} is unknown: choose one of mhp, mhe, mhs.")
+    embeddings = getattr(args, "mhce_embeddings", "full")
+    if embeddings not in EMBEDDINGS:
+        raise MHCEConfigError(f"--mhce-embeddings {embeddings!r} is unknown: choose one of {', '.join(EMBEDDINGS)}.")
     if getattr(args, "adaptive_softmax_cutoff", None):
         raise MHCEConfigError(
             "--adaptive-softmax-cutoff cannot be combined with transformer_mhce: the factored "
             "output replaces the softmax. Drop the option (or use --arch transformer for adaptive softmax)."
         )
+    if factored_embeddings(args):
+        check_factored_embeddings(args, mode)
     explicit_share = getattr(args, "share_decoder_input_output_embed", False) and not getattr(
         args, "share_all_embeddings", False)
-    if explicit_share and mode in ("mhp", "mhe"):
+    if explicit_share and mode in ("mhp", "mhe") and not shares_digit_tables(args):
         raise MHCEConfigError(
             f"--share-decoder-input-output-embed does not apply to --mhce-mode {mode}: its heads are "
             "not a V x d matrix. Drop it; with mhe use --mhe-tie-label-embeddings instead."
@@ -91,9 +152,10 @@ def untied_output_note(args: Any, mode: str) -> Optional[str]:
     happens) and ties the output projection to them; MHP heads are not a V x d matrix, and MHE
     ties only with --mhe-tie-label-embeddings (its last level's label embeddings, and the
     shortlist's rows). MHS ties as fairseq does. With --mhce-tie-shortlist only the shortlist's
-    rows are tied, and the note says so.
+    rows are tied, and the note says so. With --mhce-embeddings factored, MHP ties (its heads are
+    the per-digit input tables) and MHE's shortlist rows are all it can tie.
     """
-    tied = mode == "mhs" or getattr(args, "mhe_tie_label_embeddings", False)
+    tied = mode == "mhs" or getattr(args, "mhe_tie_label_embeddings", False) or shares_digit_tables(args)
     if not getattr(args, "share_all_embeddings", False) or tied:
         return None
     if getattr(args, "mhce_tie_shortlist", False):
@@ -102,6 +164,8 @@ def untied_output_note(args: Any, mode: str) -> Optional[str]:
                 "(the factored tail keeps its own parameters).")
     note = (f"--share-all-embeddings with --mhce-mode {mode}: the encoder and decoder input "
             "embeddings are shared, the output layer is not tied")
+    if mode == "mhe" and factored_embeddings(args):
+        return note + "; with --mhce-embeddings factored add --mhce-tie-shortlist to tie the shortlist's rows."
     if mode == "mhe":
         return note + "; add --mhe-tie-label-embeddings to tie its output rows to them."
     return note + " (its heads are not a V x d matrix)."
@@ -129,7 +193,11 @@ def layout_from_args(args: Any, dictionary: Any) -> Optional[Tensor]:
 
 def check_layout_keeps_tied_rows(args: Any, layout: Tensor) -> None:
     """Tied output rows are decoder input embeddings in id order: the ids they serve must keep
-    their positions (every id with --mhe-tie-label-embeddings, ids < N with --mhce-tie-shortlist)."""
+    their positions (every id with --mhe-tie-label-embeddings, ids < N with --mhce-tie-shortlist).
+    Factored input embeddings index code positions, as the output layer does: any layout keeps
+    them in step."""
+    if factored_embeddings(args):
+        return
     tied = [(getattr(args, "mhe_tie_label_embeddings", False), layout.numel(), "--mhe-tie-label-embeddings",
              "every output row"),
             (getattr(args, "mhce_tie_shortlist", False), getattr(args, "mhce_shortlist", 0) or 0,
@@ -150,6 +218,8 @@ class TransformerMHCEDecoder(TransformerDecoder):
         args = self.args  # the namespace with the mhce_* options (the base passes a TransformerConfig)
         codec = codec_from_args(args, len(dictionary))
         mode = args.mhce_mode
+        factored = factored_embeddings(args)
+        input_rows = embed_tokens.shortlist_weight if factored else embed_tokens.weight  # rows by position / by id
         tied = None
         if mode == "mhe" and args.mhe_tie_label_embeddings:
             tied = embed_tokens.weight
@@ -159,10 +229,12 @@ class TransformerMHCEDecoder(TransformerDecoder):
             mode, codec, self.output_embed_dim,
             embed_dim=args.mhce_embed_dim or None,
             tied_weight=tied,
-            short_weight=embed_tokens.weight if args.mhce_tie_shortlist else None,
+            short_weight=input_rows if args.mhce_tie_shortlist else None,
             mhs_groups=args.mhs_groups or None,
             mhs_logq_correction=args.mhs_logq_correction,
         )
+        if shares_digit_tables(args):
+            tie_heads_to_digit_tables(self.output_projection, embed_tokens)
         if mode != "mhs":
             # the factored heads are not tied to the input embeddings in fairseq's sense
             self.share_input_output_embed = False
@@ -220,6 +292,13 @@ class TransformerMHCEModel(TransformerModel):
                                 "dictionary's frequency order)")
         group.add_argument("--mhce-layout-stored", action="store_true",
                            help="set automatically: the checkpoint holds the --mhce-layout permutation")
+        group.add_argument("--mhce-embeddings", choices=EMBEDDINGS,
+                           help="input embeddings: full (fairseq's V x d tables, the default) or factored (mhp/"
+                                "mhe: an id's vector is its shortlist row when it has one, else the sum of one "
+                                "row per digit of its code, (N + sum K) x d parameters, in the output layer's "
+                                "code layout; the encoder's too, over its own dictionary's codec). mhp's heads "
+                                "are the digit tables with --share-decoder-input-output-embed or "
+                                "--share-all-embeddings; --mhce-tie-shortlist ties the shortlist's rows")
 
     @classmethod
     def build_model(cls, args, task):
@@ -239,8 +318,18 @@ class TransformerMHCEModel(TransformerModel):
         if layout is not None:
             model.decoder.output_projection = PermutedOutput(
                 model.decoder.output_projection, layout, task.target_dictionary.nspecial)
+            if factored_embeddings(args):
+                permute_input_embeddings(model, layout, task.source_dictionary == task.target_dictionary)
             args.mhce_layout_stored = True  # the checkpoint's config: load pi from its state dict
         return model
+
+    @classmethod
+    def build_embedding(cls, args, dictionary, embed_dim, path=None):
+        """fairseq's V x d table, or with --mhce-embeddings factored a FactoredEmbedding over the
+        codec of the dictionary's size (input_codec)."""
+        if not factored_embeddings(args):
+            return super().build_embedding(args, dictionary, embed_dim, path)
+        return FactoredEmbedding(input_codec(args, len(dictionary)), embed_dim, dictionary.pad())
 
     @classmethod
     def build_decoder(cls, args, tgt_dict, embed_tokens):
@@ -252,8 +341,11 @@ class TransformerMHCEModel(TransformerModel):
         return self.decoder.output_projection
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args: Optional[Any] = None):
-        """Check the checkpoint's output layer (codec and mode) before fairseq loads weights."""
-        check_output_state(self.state_dict(), state_dict, getattr(self, "layout_file", None))
+        """Check the checkpoint's output layer (codec and mode) and input embeddings (full or
+        factored, codec) before fairseq loads weights."""
+        expected = self.state_dict()
+        check_output_state(expected, state_dict, getattr(self, "layout_file", None))
+        check_embedding_state(expected, state_dict)
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
 
@@ -287,6 +379,55 @@ def check_output_state(expected: Dict[str, Any], found: Dict[str, Any], layout_f
             "it was trained with.")
 
 
+def check_embedding_state(expected: Dict[str, Any], found: Dict[str, Any]) -> None:
+    """Clear errors for a checkpoint whose input embeddings differ from the model built for it:
+    another --mhce-embeddings, or factored tables over another dictionary's codec."""
+    for side in ("encoder", "decoder"):
+        prefix = f"{side}.embed_tokens."
+        want = {k: v for k, v in expected.items() if k.startswith(prefix)}
+        got = {k: v for k, v in found.items() if k.startswith(prefix)}
+        trained, built = embeddings_kind(got), embeddings_kind(want)
+        if got and trained != built:
+            raise MHCEConfigError(
+                f"the checkpoint's {side} input embeddings are {trained} but the model is built with "
+                f"--mhce-embeddings {built}: give --mhce-embeddings {trained}, as it was trained.")
+        spec_key = next((k for k in want if k.endswith("codec_spec")), None)
+        if spec_key in got and want[spec_key].tolist() != got[spec_key].tolist():
+            raise MHCEConfigError(
+                f"the checkpoint's {side} input embeddings code [V, N, K...] = {got[spec_key].tolist()} but the "
+                f"model built for this dictionary codes {want[spec_key].tolist()}: use the data-bin "
+                "(dict.*.txt) and --mhce-* options it was trained with.")
+
+
+def embeddings_kind(state: Dict[str, Any]) -> str:
+    """'factored' for the state of a FactoredEmbedding (its digit tables), else 'full'."""
+    return "factored" if any(k.endswith("digit_weight") for k in state) else "full"
+
+
+def tie_heads_to_digit_tables(layer: FactoredOutput, embedding: FactoredEmbedding) -> None:
+    """MHP's heads (sum K, d_out), of the layer or of a shortlist's tail, become the embedding's
+    per-digit tables (sum K, d): one parameter, as fairseq ties its softmax to the embeddings."""
+    heads = (layer.tail if isinstance(layer, ShortlistOutput) else layer).heads
+    if heads.weight.shape != embedding.digit_weight.shape:
+        raise MHCEConfigError(
+            f"--mhce-embeddings factored with --mhce-mode mhp ties the heads to the per-digit input tables of "
+            f"width {embedding.embedding_dim}, but the decoder output dim is {heads.in_features}: set "
+            "--decoder-output-dim equal to --decoder-embed-dim, or drop --share-decoder-input-output-embed "
+            "(--share-all-embeddings).")
+    heads.weight = embedding.digit_weight
+
+
+def permute_input_embeddings(model: TransformerModel, layout: Tensor, joint: bool) -> None:
+    """The decoder's factored embedding (the encoder's too when the dictionary is joint, shared or
+    not) looks ids up through the layout pi, as the output layer scores them."""
+    decoder_embedding = model.decoder.embed_tokens
+    model.decoder.embed_tokens = PermutedEmbedding(decoder_embedding, layout)
+    if model.encoder.embed_tokens is decoder_embedding:  # --share-all-embeddings: one module
+        model.encoder.embed_tokens = model.decoder.embed_tokens
+    elif joint:
+        model.encoder.embed_tokens = PermutedEmbedding(model.encoder.embed_tokens, layout)
+
+
 def describe_spec(spec: List[int], shortlisted: bool) -> str:
     """[V, K...] -> 'V=.., heads AxB'; [V, N, K...] -> 'V=.., shortlist N, heads AxB'."""
     heads = spec[2:] if shortlisted else spec[1:]
@@ -308,6 +449,7 @@ def mhce_base_architecture(args):
     args.mhce_shortlist = getattr(args, "mhce_shortlist", None) or 0
     args.mhce_layout = getattr(args, "mhce_layout", None)
     args.mhce_layout_stored = getattr(args, "mhce_layout_stored", False)
+    args.mhce_embeddings = getattr(args, "mhce_embeddings", None) or "full"
 
 
 @register_model_architecture("transformer_mhce", "transformer_mhce")

@@ -20,6 +20,7 @@ from typing import Dict
 
 import pytest
 
+from clear_errors import assert_one_clear_line, last_line
 from fastcli import CLIServer
 from toy import PLUGIN, hypotheses, train_args
 
@@ -40,6 +41,10 @@ TRAIN_ERRORS = {
                          "--adaptive-softmax-cutoff cannot be combined with transformer_mhce"),
     "criterion_with_stock_arch": (["--arch", "transformer_tiny"],  # the later --arch wins
                                   "--criterion mhce_cross_entropy needs a factored output layer"),
+    "factored_embeddings_with_mhs": (["--mhce-embeddings", "factored", "--mhce-mode", "mhs"],
+                                     "--mhce-embeddings factored applies to --mhce-mode mhp and mhe, not mhs"),
+    "factored_embeddings_with_tied_labels": (["--mhce-embeddings", "factored", "--mhe-tie-label-embeddings"],
+                                             "which --mhce-embeddings factored does not have"),
 }
 UNKNOWN_MODE = "unknown_mode"
 
@@ -51,20 +56,6 @@ EDGE_LINES = [
     "w4 qqq w5 zzz",  # words that are not in the dictionary
     "w7 w8",
 ]
-
-
-def last_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def assert_one_clear_line(proc, expected: str) -> None:
-    """Failed, and the last stderr line is our message; no traceback anywhere."""
-    report = f"rc={proc.returncode}\n--- stderr ---\n{proc.stderr[-3000:]}"
-    assert proc.returncode != 0, report
-    line = last_line(proc.stderr)
-    assert line.startswith("mhce_nmt: ") and expected in line, report
-    assert "Traceback" not in proc.stderr, report
 
 
 def bigger_dictionary_bin(toy_bin: Path, dest: Path, extra_words: int = 10) -> Path:

@@ -48,6 +48,8 @@ class TrainSettings:
     mhe_tied: bool = False  # mhe only: output rows tied to the decoder input embeddings
     mhce_embed_dim: int = 0  # mhe only: label-embedding width E (0: the decoder's)
     tie_shortlist: bool = False  # mhe/mhp with a shortlist: its rows are the decoder input embeddings
+    layout: str = ""  # mhe/mhp: --mhce-layout FILE, the code layout (a permutation of the target ids)
+    factored_embeddings: bool = False  # mhe/mhp: --mhce-embeddings factored
     smoothing: str = "joint"  # mhe/mhp: the criterion's --mhce-smoothing (per-level: the ablation)
     share_all: bool = False  # one embedding table for the encoder and decoder inputs (a joint dictionary)
     shortlist_tag: str = ""  # "-sN" when the run's shortlist N is not its recipe's (mhe-s4096)
@@ -64,7 +66,8 @@ class TrainSettings:
     def arm(self) -> str:
         """The run's name: the mode, and the fused kernel of a softmax that has one (softmax-liger),
         or -tied / -eE for a tied mhe or one of label-embedding width E (mhe-tied, mhe-e64), then
-        -tieshort for a shortlist tied to the input embeddings, -per-level for per-level label
+        -tieshort for a shortlist tied to the input embeddings, -layout-<file stem> for a code layout,
+        -factored for factored input embeddings, -per-level for per-level label
         smoothing, -sN for a shortlist other than the recipe's, -shareall for shared encoder and
         decoder input embeddings and -seedN for a seed other than 1 (so another seed never resumes
         this one's checkpoints); run_name where given."""
@@ -77,6 +80,8 @@ class TrainSettings:
         else:
             base = "mhe" + ("-tied" if self.mhe_tied else "") + (f"-e{self.mhce_embed_dim}" if self.mhce_embed_dim else "")
         tie = "-tieshort" if self.tie_shortlist else ""
+        tie += f"-layout-{Path(self.layout).stem}" if self.layout else ""
+        tie += "-factored" if self.factored_embeddings else ""
         smoothing = "-per-level" if self.smoothing == "per-level" else ""
         seed = f"-seed{self.seed}" if self.seed != 1 else ""
         return base + tie + smoothing + self.shortlist_tag + ("-shareall" if self.share_all else "") + seed
@@ -156,6 +161,10 @@ def train_command(bin_dir: Path, save_dir: Path, settings: TrainSettings, tgt_vo
         cmd += list(settings.shortlist_args)
     if mode == "mhe" and settings.mhe_tied:
         cmd.append("--mhe-tie-label-embeddings")
+    if mode in COARSE_TO_FINE_MODES and settings.layout:
+        cmd += ["--mhce-layout", str(Path(settings.layout).resolve())]
+    if mode in COARSE_TO_FINE_MODES and settings.factored_embeddings:
+        cmd += ["--mhce-embeddings", "factored"]
     if mode in COARSE_TO_FINE_MODES and settings.tie_shortlist:
         cmd.append("--mhce-tie-shortlist")
     if mode in COARSE_TO_FINE_MODES and settings.smoothing != "joint":

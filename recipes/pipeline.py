@@ -678,6 +678,12 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--mhce-tie-shortlist", action="store_true",
                         help="mhe/mhp with a shortlist: its rows are the decoder input embeddings of its ids, "
                              "the tail stays untied (the run directory is <vocab>-<mode>-tieshort)")
+    parser.add_argument("--mhce-layout", type=Path, metavar="FILE",
+                        help="mhe/mhp: the code layout, a permutation of the target ids written by `python -m "
+                             "recipes.layouts` (the run directory gets -layout-<file stem>)")
+    parser.add_argument("--mhce-embeddings", choices=("full", "factored"), default="full",
+                        help="mhe/mhp: factored input embeddings over the output layer's codec (default "
+                             "%(default)s; the run directory gets -factored)")
     parser.add_argument("--mhce-smoothing", choices=SMOOTHINGS, default="joint",
                         help="mhe/mhp: label smoothing of the joint distribution, as fairseq's softmax "
                              "(default), or fairseq's formula inside every head (the ablation; the run "
@@ -850,6 +856,11 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
     if args.mhe_tie_label_embeddings and args.mode != "mhe":
         sys.exit(f"error: --mhe-tie-label-embeddings applies to --mode mhe, not {args.mode}; drop the option")
     mhe_tied = recipe.mhe_tied if args.mhe_tie_label_embeddings is None else args.mhe_tie_label_embeddings
+    for given, option in ((args.mhce_layout, "--mhce-layout"), (args.mhce_embeddings != "full", "--mhce-embeddings")):
+        if given and args.mode not in COARSE_TO_FINE_MODES:
+            sys.exit(f"error: {option} applies to --mode mhe or mhp, not {args.mode}; drop the option")
+    if args.mhce_layout and not args.mhce_layout.is_file():
+        sys.exit(f"error: --mhce-layout {args.mhce_layout} not found: write it with `python -m recipes.layouts`")
     if args.mhce_tie_shortlist and not shortlist_size(args, recipe):
         sys.exit("error: --mhce-tie-shortlist ties a shortlist's rows: it needs --mode mhe or mhp with "
                  "--mhce-shortlist N > 0")
@@ -886,6 +897,8 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
         cpu=not gpu, fp16=args.fp16, autocast_bf16=autocast_bf16, softmax_kernel=args.softmax_kernel,
         mhe_tied=mhe_tied and args.mode == "mhe", mhce_embed_dim=args.mhce_embed_dim,
         tie_shortlist=args.mhce_tie_shortlist,
+        layout=str(args.mhce_layout.resolve()) if args.mhce_layout else "",
+        factored_embeddings=args.mhce_embeddings == "factored",
         smoothing=args.mhce_smoothing,
         share_all=args.share_all_embeddings, shortlist_tag=shortlist_tag(args, recipe),
         log_format=args.log_format or ("tqdm" if sys.stderr.isatty() else "simple"),

@@ -606,3 +606,21 @@ def test_the_optimizer_a_checkpoint_resumes_with(saved: str | None, requested: s
     assert resume_optimizer(checkpoint, requested) is None  # no checkpoint yet
     torch.save({"optimizer_history": [{"criterion_name": "C", "optimizer_name": saved}] if saved else []}, checkpoint)
     assert resume_optimizer(checkpoint, requested) == expected
+
+
+def test_a_code_layout_and_factored_embeddings_reach_fairseq_and_name_the_run(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """--mhce-layout FILE and --mhce-embeddings factored pass to fairseq-train (the layout by absolute path)
+    and give the run its own directory; for softmax, or with a missing file, the recipe stops in one line."""
+    layout = tmp_path / "kmeans.txt"
+    layout.write_text("0\n1\n2\n3\n", encoding="utf-8")
+    cfg = libreoffice.main(["--dry-run", "--work-dir", str(tmp_path / "work"), "--mhce-layout", str(layout),
+                            "--mhce-embeddings", "factored", "--stage", "train"])
+    train = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("+ fairseq-train"))
+    assert f"--mhce-layout {layout.resolve()} --mhce-embeddings factored" in train
+    assert cfg.run_dir.name == "spm16000-mhe-layout-kmeans-factored"
+    for argv, message in ((["--mode", "softmax", "--mhce-layout", str(layout)], "--mhce-layout applies to --mode mhe or mhp"),
+                          (["--mode", "adaptive", "--mhce-embeddings", "factored"], "--mhce-embeddings applies"),
+                          (["--mhce-layout", str(tmp_path / "missing.txt")], "missing.txt not found")):
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            libreoffice.main(["--dry-run", "--work-dir", str(tmp_path / "work"), *argv])

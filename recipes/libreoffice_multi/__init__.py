@@ -1,0 +1,1 @@
+"""One-to-many (English into many languages) LibreOffice help + UI recipe."""

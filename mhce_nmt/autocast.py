@@ -11,7 +11,11 @@ EPYC, 11% of the demo MHE model's bf16 step (results/step_profile/README.md).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import statistics
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ContextManager, Iterator
 
@@ -37,6 +41,50 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 
 _cpu_checked = False  # /proc/cpuinfo is read once per process, not on every step
+
+#: bf16 autocast is chosen on a CPU when a probe step takes at most this share of fp32's time
+BF16_MARGIN = 0.95
+
+
+@dataclass(frozen=True)
+class PrecisionProbe:
+    """Median milliseconds of one probe training step in fp32 and under bf16 autocast."""
+
+    fp32_ms: float
+    bf16_ms: float
+
+    @property
+    def bf16_pays(self) -> bool:
+        return self.bf16_ms <= BF16_MARGIN * self.fp32_ms
+
+
+@functools.lru_cache(maxsize=None)
+def probe_cpu_precision(output_size: int, model_dim: int = 256, ffn_dim: int = 1024, heads: int = 4,
+                        layers: int = 2, tokens: int = 1024, repeats: int = 3) -> PrecisionProbe:
+    """Time forward + backward of a small transformer stack shaped like the model (`layers` encoder
+    layers, then an output product of `output_size` classes and cross-entropy, over `tokens` tokens)
+    in fp32 and under the training autocast (attention in fp32), interleaved after a warm-up step
+    each; the medians. A few seconds on 2 cores; once per process and shape."""
+    torch.manual_seed(0)
+    stack = nn.Sequential(*[nn.TransformerEncoderLayer(model_dim, heads, ffn_dim, dropout=0.1, batch_first=True)
+                            for _ in range(layers)])
+    output = nn.Linear(model_dim, output_size)
+    x = torch.randn(tokens // 32, 32, model_dim)
+    y = torch.randint(output_size, (tokens // 32 * 32,))
+
+    def step(bf16: bool) -> float:
+        start = time.perf_counter()
+        with training_autocast(stack, object(), bf16):
+            logits = output(stack(x).reshape(-1, model_dim))
+        nn.functional.cross_entropy(logits.float(), y).backward()
+        return (time.perf_counter() - start) * 1e3
+
+    step(False), step(True)  # warm-up: oneDNN builds its kernels for these shapes
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(repeats):
+        for bf16 in (False, True):
+            times[bf16].append(step(bf16))
+    return PrecisionProbe(statistics.median(times[False]), statistics.median(times[True]))
 
 
 class AutocastCriterion:

@@ -25,6 +25,7 @@ from fairseq.models.transformer.transformer_legacy import (
 )
 
 from .codec import LabelCodec, ShortlistCodec, parse_head_sizes
+from .defaults import CPU_MODEL_SIZES, explain_shortlist, recommended_shortlist
 from .embedding import FactoredEmbedding, PermutedEmbedding
 from .errors import MHCEConfigError
 from .layout import first_moved, identity_layout, read_layout
@@ -54,6 +55,33 @@ def codec_from_args(args: Any, vocab_size: int) -> Union[LabelCodec, ShortlistCo
     if shortlist:
         return ShortlistCodec.build(vocab_size, shortlist, heads, num_heads)
     return LabelCodec.build(vocab_size, heads, num_heads)
+
+
+def shortlist_option(value: str) -> Optional[int]:
+    """--mhce-shortlist's value: an integer N (0: none), or 'auto' (None: recommended_shortlist)."""
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise MHCEConfigError(f"--mhce-shortlist {value!r} is not a number: give N >= 0 (0 = none) or auto.")
+
+
+def resolve_shortlist(args: Any, vocab_size: int) -> int:
+    """Set args.mhce_shortlist to the N the model is built with, and return it: the given N, else
+    (None: --mhce-shortlist not given, or auto) mhce_nmt.defaults.recommended_shortlist(mode,
+    vocab_size), with one log line saying which N and why. A config that already holds a built codec
+    (mhce_vocab_size, a checkpoint's) and no shortlist keeps none: checkpoints store the resolved N."""
+    if getattr(args, "mhce_shortlist", None) is not None:
+        return int(args.mhce_shortlist)
+    if getattr(args, "mhce_vocab_size", None) is not None:
+        args.mhce_shortlist = 0
+        return 0
+    mode = getattr(args, "mhce_mode", None) or "mhe"
+    args.mhce_shortlist = recommended_shortlist(mode, vocab_size)
+    if mode != "mhs":
+        logger.info(f"--mhce-shortlist not given: {explain_shortlist(mode, vocab_size)}")
+    return args.mhce_shortlist
 
 
 def input_codec(args: Any, vocab_size: int) -> Union[LabelCodec, ShortlistCodec]:
@@ -243,6 +271,18 @@ class TransformerMHCEDecoder(TransformerDecoder):
         """Features pass through: the factored layer is applied by the criterion / scorer."""
         return features
 
+    def get_normalized_probs(self, net_output, log_probs: bool, sample=None):
+        """As fairseq's; a training step that asks for them (a stock criterion, e.g.
+        label_smoothed_cross_entropy) gets one warning: it trains exactly, but through full V-way
+        log-probabilities, none of the factored layer's speed (mhce_cross_entropy uses loss_terms)."""
+        if self.training and torch.is_grad_enabled() and not getattr(self, "_warned_full_log_probs", False):
+            self._warned_full_log_probs = True
+            logger.warning(
+                "a training step asked transformer_mhce for full V-way log-probabilities (a stock criterion such as "
+                "label_smoothed_cross_entropy): exact, but none of the factored output's speed; "
+                "train with --criterion mhce_cross_entropy.")
+        return self.get_normalized_probs_scriptable(net_output, log_probs, sample)
+
     def get_normalized_probs_scriptable(self, net_output, log_probs: bool, sample=None):
         """Exact (B, T, V) (log-)probabilities from the factored layer."""
         lprobs = self.output_projection.log_probs(net_output[0])
@@ -276,9 +316,11 @@ class TransformerMHCEModel(TransformerModel):
                            help="mhs: groups in each training softmax (default: 1/8 of the groups)")
         group.add_argument("--mhs-logq-correction", action="store_true",
                            help="mhs: subtract log inclusion probability from sampled groups' logits")
-        group.add_argument("--mhce-shortlist", type=int,
+        group.add_argument("--mhce-shortlist", type=shortlist_option, metavar="N|auto",
                            help="mhp/mhe: the N most frequent target ids (specials included) are scored "
-                                "directly at level 1 beside the groups of the rest (default 0: none)")
+                                "directly at level 1 beside the groups of the rest; 0: none (default auto: "
+                                "mhce_nmt.defaults.recommended_shortlist: mhe 1024 below a 24k vocabulary, "
+                                "4096 from 24k up, mhp 4096, none below 1000 ids, at most V // 3)")
         group.add_argument("--mhce-vocab-size", type=int,
                            help="set automatically: the target vocab size the codec was built for")
         group.add_argument("--mhce-layout", type=str, metavar="FILE",
@@ -303,6 +345,7 @@ class TransformerMHCEModel(TransformerModel):
     @classmethod
     def build_model(cls, args, task):
         mhce_base_architecture(args)
+        resolve_shortlist(args, len(task.target_dictionary))
         validate_args(args)
         check_shortlist_covers_specials(args, task.target_dictionary)
         codec = codec_from_args(args, len(task.target_dictionary))
@@ -446,7 +489,7 @@ def mhce_base_architecture(args):
     args.mhs_groups = getattr(args, "mhs_groups", None)
     args.mhs_logq_correction = getattr(args, "mhs_logq_correction", False)
     args.mhce_vocab_size = getattr(args, "mhce_vocab_size", None)
-    args.mhce_shortlist = getattr(args, "mhce_shortlist", None) or 0
+    args.mhce_shortlist = getattr(args, "mhce_shortlist", None)  # None: build_model resolves it (resolve_shortlist)
     args.mhce_layout = getattr(args, "mhce_layout", None)
     args.mhce_layout_stored = getattr(args, "mhce_layout_stored", False)
     args.mhce_embeddings = getattr(args, "mhce_embeddings", None) or "full"
@@ -470,17 +513,27 @@ def transformer_mhce_wmt_en_de(args):
     transformer_wmt_en_de(args)
 
 
+def cpu_model_sizes(args) -> None:
+    """The CPU demo's sizes (mhce_nmt.defaults.CPU_MODEL_SIZES) where the arguments give none."""
+    for name, value in CPU_MODEL_SIZES.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+
+
 @register_model_architecture("transformer_mhce", "transformer_mhce_cpu")
 def transformer_mhce_cpu(args):
-    """3+3 layers, d=256, FFN 1024, 4 heads: the size the CPU demo trains in ~20 minutes."""
-    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 256)
-    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 1024)
-    args.encoder_layers = getattr(args, "encoder_layers", 3)
-    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 4)
-    args.decoder_layers = getattr(args, "decoder_layers", 3)
-    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", 4)
-    args.dropout = getattr(args, "dropout", 0.2)
+    """3+3 layers, d=256, FFN 1024, 4 heads, dropout 0.2 (mhce_nmt.defaults.CPU_MODEL_SIZES): the
+    LibreOffice recipe's model, which it trains for 41 minutes on 2 CPU cores."""
+    cpu_model_sizes(args)
     transformer_mhce(args)
+
+
+@register_model_architecture("transformer", "transformer_cpu")
+def transformer_cpu(args):
+    """fairseq's transformer at transformer_mhce_cpu's sizes: the recipe's softmax and adaptive
+    softmax baselines (needs --user-dir mhce_nmt)."""
+    cpu_model_sizes(args)
+    base_architecture(args)
 
 
 @register_model_architecture("transformer_mhce", "transformer_mhce_tiny")

@@ -6,6 +6,8 @@ MHCEConfigError naming the file, not an error deep inside fairseq's indexed data
 --autocast-bf16 runs each training step under torch.autocast in bfloat16 (see autocast.py).
 Training on a CPU first tunes the process's oneDNN cache and malloc (cpu_runtime.py), unless
 --no-cpu-runtime-tuning.
+fairseq-interactive skips an input line longer than the model's positions with one logged line
+(its number and the limit) and goes on with the next ones, where fairseq stops with a traceback.
 """
 
 import itertools
@@ -143,6 +145,39 @@ class TranslationMHCETask(TranslationTask):
             criterion = AutocastCriterion(criterion, training_autocast(
                 model, optimizer, True, bf16_attention=self.cfg.autocast_bf16_attention))
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    _interactive_lines = 0  # fairseq-interactive: input lines read so far (line numbers of skipped ones)
+
+    def get_interactive_tokens_and_lengths(self, lines, encode_fn):
+        """fairseq's (fairseq-interactive only: the hub binarizes itself); counts the lines read, so
+        build_dataset_for_inference can number them for filter_indices_by_size."""
+        self._interactive_chunk = (self._interactive_lines, len(lines))
+        self._interactive_lines += len(lines)
+        return super().get_interactive_tokens_and_lengths(lines, encode_fn)
+
+    def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
+        """fairseq's; for fairseq-interactive's lines the dataset knows the number of its first line."""
+        dataset = super().build_dataset_for_inference(src_tokens, src_lengths, constraints=constraints)
+        chunk = getattr(self, "_interactive_chunk", None)
+        if chunk is not None and chunk[1] == len(src_tokens):
+            dataset.mhce_first_line = chunk[0] + 1
+            self._interactive_chunk = None
+        return dataset
+
+    def filter_indices_by_size(self, indices, dataset, max_positions=None, ignore_invalid_inputs=False):
+        """fairseq's; an over-long fairseq-interactive line is skipped with one logged line naming its
+        number and the limit (the other lines are translated), instead of an exception that ends the run."""
+        first_line = getattr(dataset, "mhce_first_line", None)
+        if first_line is None or ignore_invalid_inputs:
+            return super().filter_indices_by_size(indices, dataset, max_positions, ignore_invalid_inputs)
+        indices, ignored = dataset.filter_indices_by_size(indices, max_positions)
+        limit = max_positions[0] if isinstance(max_positions, (tuple, list)) else max_positions
+        for index in ignored:
+            size = dataset.size(index)
+            size = size[0] if isinstance(size, (tuple, list)) else size
+            logger.warning(f"input line {first_line + int(index)} skipped: {int(size)} tokens (with </s>), "
+                           f"more than the model's {limit} source positions")
+        return indices
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         """fairseq's load_dataset, after a one-line error for a split with no sentences."""

@@ -27,7 +27,7 @@ class TrainSettings:
     ...); factored modes use its ``transformer_mhce`` counterpart. ``model_args`` are the
     recipe's dimensions and optimisation flags; ``softmax_args`` are added for ``softmax`` only
     (embedding sharing, which the other output layers do not support), ``shortlist_args`` for
-    ``mhe``/``mhp`` only.
+    ``mhe``/``mhp`` only (empty: ``--mhce-shortlist 0``, no shortlist, whatever the plugin's default).
     """
 
     mode: str = "mhe"
@@ -157,8 +157,8 @@ def train_command(bin_dir: Path, save_dir: Path, settings: TrainSettings, tgt_vo
     else:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     cmd += list(settings.model_args)
-    if mode in COARSE_TO_FINE_MODES:
-        cmd += list(settings.shortlist_args)
+    if mode in COARSE_TO_FINE_MODES:  # no shortlist_args: none (the plugin's own default is a shortlist)
+        cmd += list(settings.shortlist_args) or ["--mhce-shortlist", "0"]
     if mode == "mhe" and settings.mhe_tied:
         cmd.append("--mhe-tie-label-embeddings")
     if mode in COARSE_TO_FINE_MODES and settings.layout:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import shutil
@@ -50,12 +51,11 @@ STAGES = ("spm", "binarize", "train", "generate", "score", "summary")
 OUTPUT_LAYER_PREFIXES = ("decoder.output_projection.", "decoder.adaptive_softmax.", "decoder.output_layer.")
 
 # Small transformer sized for a 2-core CPU (3+3 layers, d=256).
+# The CPU model's optimisation flags; its sizes and dropout 0.2 are the architecture's, CPU_ARCH
+# (transformer_cpu, and transformer_mhce_cpu for the factored modes: mhce_nmt.defaults.CPU_MODEL_SIZES).
+CPU_ARCH = "transformer_cpu"
 CPU_MODEL_ARGS = (
-    "--encoder-layers", "3", "--decoder-layers", "3",
-    "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
-    "--encoder-ffn-embed-dim", "1024", "--decoder-ffn-embed-dim", "1024",
-    "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
-    "--dropout", "0.2", "--optimizer", "adam_fused", "--adam-betas", "(0.9,0.98)",
+    "--optimizer", "adam_fused", "--adam-betas", "(0.9,0.98)",
     "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt",
 )
 
@@ -68,7 +68,7 @@ class Recipe:
     src: str
     tgt: str
     work_dir: Path
-    base_arch: str = "transformer"
+    base_arch: str = CPU_ARCH
     model_args: tuple[str, ...] = CPU_MODEL_ARGS
     softmax_args: tuple[str, ...] = ("--share-decoder-input-output-embed",)
     vocab_size: int = 16000
@@ -81,7 +81,9 @@ class Recipe:
     lr_schedule: str = "inverse_sqrt"  # "linear": warm-up, then straight down to 0 at --max-update;
     # "linear-budget": the same line ending at --max-update or --train-minutes, whichever comes first
     dropout: float | None = None  # None: the value in model_args
-    mhce_shortlist: int = 0  # mhe/mhp: the most frequent ids scored directly (0 = none)
+    # mhe/mhp's shortlist N (the most frequent ids scored directly) where it differs from the plugin's
+    # rule, mhce_nmt.defaults.recommended_shortlist (None: the rule; 0: none):
+    mhce_shortlist: int | None = None  # mhe's N (and mhp's, unless mhp_shortlist)
     mhp_shortlist: int | None = None  # mhp's N where it differs from mhce_shortlist
     wide_vocab: int | None = None  # from this vocabulary size up, mhe takes mhp's N as well (None: never)
     mhe_tied: bool = False  # mhe: tie every output row to the decoder input embeddings
@@ -91,7 +93,7 @@ class Recipe:
     lenpen: float = 1.0  # beam search length penalty (fairseq's --lenpen: > 1 favours longer output)
     average_last: int = 0  # decode the mean of the last N checkpoints (0 or 1: checkpoint_best)
     average_interval: int = 200  # updates between the averaged checkpoints
-    autocast_bf16: bool = False  # bf16 autocast (the task's --autocast-bf16) where it pays: a GPU or a native-bf16 CPU
+    autocast_bf16: bool = False  # bf16 autocast (the task's --autocast-bf16) where faster: a GPU, or a native-bf16 CPU that measures it faster
     tail_order: str = "frequency"  # mhe/mhp tail ids: fairseq's frequency order, or "context" (recipes/tail_order.py)
 
 
@@ -667,9 +669,12 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--dropout", type=float, default=recipe.dropout,
                         help="default %(default)s (None: the recipe's model arguments)")
     parser.add_argument("--mhce-shortlist", type=int, metavar="N",
-                        help=f"mhe/mhp: score the N most frequent ids directly (default {recipe.mhce_shortlist}"
-                             + (f", mhp {recipe.mhp_shortlist}" if recipe.mhp_shortlist is not None else "")
-                             + (f", mhe's too from --vocab-size {recipe.wide_vocab} up" if recipe.wide_vocab else "")
+                        help="mhe/mhp: score the N most frequent ids directly (default " + (
+                            "the plugin's: mhe 1024 below a 24k vocabulary and 4096 from 24k up, mhp 4096"
+                            if recipe.mhce_shortlist is None and recipe.mhp_shortlist is None else
+                            f"{recipe.mhce_shortlist}"
+                            + (f", mhp {recipe.mhp_shortlist}" if recipe.mhp_shortlist is not None else "")
+                            + (f", mhe's too from --vocab-size {recipe.wide_vocab} up" if recipe.wide_vocab else ""))
                              + "; 0 = none)")
     parser.add_argument("--mhe-tie-label-embeddings", action=argparse.BooleanOptionalAction, default=None,
                         help="mhe: every id's output row is its decoder input embedding (shortlist rows "
@@ -724,7 +729,8 @@ def add_arguments(parser: argparse.ArgumentParser, recipe: Recipe, stage_names: 
     parser.add_argument("--autocast-bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="train under torch.autocast in bfloat16 (matrix products in bf16, weights fp32; "
                              "pays on GPUs and on CPUs with AVX512-BF16 or AMX) (default: "
-                             + ("on where it pays, else fp32)" if recipe.autocast_bf16 else "off)"))
+                             + ("on a GPU, and on a CPU where a short probe at the start measures it faster; else fp32)"
+                                if recipe.autocast_bf16 else "off)"))
     parser.add_argument("--log-format", choices=("tqdm", "simple"),
                         help="fairseq progress display (default tqdm on a terminal, else simple)")
     parser.add_argument("--beam", type=int, default=5)
@@ -749,8 +755,8 @@ SOFTMAX_KERNELS = ("eager", "compile", "torch", "liger", "cce")  # mhce_nmt.fuse
 
 
 def schedule_overrides(args: argparse.Namespace) -> tuple[str, ...]:
-    """``--lr``/``--dropout``/the schedule after the recipe's model arguments (fairseq keeps the
-    last value). linear = fairseq's polynomial_decay of power 1 from the peak to 0 at --max-update;
+    """``--lr``/``--dropout``/the schedule over the recipe's model arguments (``overridden``: each
+    option given once). linear = fairseq's polynomial_decay of power 1 from the peak to 0 at --max-update;
     linear-budget = the plugin's linear_budget, down to 0 at --max-update or at --train-minutes of
     training, whichever comes first."""
     options: tuple[str, ...] = ()
@@ -773,6 +779,19 @@ def schedule_overrides(args: argparse.Namespace) -> tuple[str, ...]:
     return options
 
 
+def overridden(options: tuple[str, ...], overrides: tuple[str, ...]) -> tuple[str, ...]:
+    """`options` with `overrides` (flag, value pairs): a flag already there takes the new value in its
+    place, the others are appended; so each option is given once, with the value it had when the
+    overrides came after (fairseq keeps the last)."""
+    merged = list(options)
+    for flag, value in zip(overrides[::2], overrides[1::2]):
+        if flag in merged and merged.index(flag) + 1 < len(merged):
+            merged[merged.index(flag) + 1] = value
+        else:
+            merged += [flag, value]
+    return tuple(merged)
+
+
 def shortlist_size(args: argparse.Namespace, recipe: Recipe) -> int:
     """The run's shortlist N for mhe/mhp (the recipe's unless given; 0 for other modes, where
     --mhce-shortlist is refused)."""
@@ -792,11 +811,17 @@ def recipe_shortlist(args: argparse.Namespace, recipe: Recipe) -> int:
 
 def default_shortlist(recipe: Recipe, mode: str, vocab_size: int) -> int:
     """The recipe's shortlist N for `mode` at `vocab_size`: mhp's own N where the recipe sets one, and
-    mhe's too from the recipe's wide_vocab up; mhce_shortlist otherwise."""
+    mhe's too from the recipe's wide_vocab up; mhce_shortlist otherwise; where the recipe sets none of
+    these, the plugin's rule (mhce_nmt.defaults.recommended_shortlist: mhe 1,024 below a 24k vocabulary
+    and 4,096 from 24k up, mhp 4,096), which a fairseq-train without --mhce-shortlist gets too."""
+    from mhce_nmt.defaults import recommended_shortlist
+
     wide = recipe.wide_vocab is not None and vocab_size >= recipe.wide_vocab
     if recipe.mhp_shortlist is not None and (mode == "mhp" or (mode == "mhe" and wide)):
         return recipe.mhp_shortlist
-    return recipe.mhce_shortlist
+    if recipe.mhce_shortlist is not None:
+        return recipe.mhce_shortlist
+    return recommended_shortlist(mode, vocab_size)
 
 
 def requested_vocab_size(args: argparse.Namespace, recipe: Recipe) -> int:
@@ -816,19 +841,39 @@ def shortlist_tag(args: argparse.Namespace, recipe: Recipe) -> str:
     return f"-s{args.mhce_shortlist}" if given and args.mode in COARSE_TO_FINE_MODES else ""
 
 
-def training_precision(asked: bool | None, recipe_wants_bf16: bool, gpu: bool) -> tuple[bool, str]:
-    """(bf16 autocast on?, why): --autocast-bf16/--no-autocast-bf16 as given; else the recipe's
-    bf16 where it pays (a GPU, or a CPU with native bf16), fp32 on other CPUs, with the reason."""
-    from mhce_nmt.autocast import cpu_has_native_bf16
+def training_precision(asked: bool | None, recipe_wants_bf16: bool, gpu: bool, output_size: int) -> tuple[bool, str]:
+    """(bf16 autocast on?, why): --autocast-bf16/--no-autocast-bf16 as given; else the recipe's bf16
+    on a GPU, and on a CPU where a probe of the model's shapes (`output_size`: its largest output
+    product) measures bf16 autocast at least 5% faster than fp32; fp32 elsewhere, with the reason
+    (a CPU without AVX512-BF16 or AMX emulates bf16 and is not probed)."""
+    from mhce_nmt.autocast import BF16_MARGIN, cpu_has_native_bf16, probe_cpu_precision
 
     if asked is not None:
         return asked, ""
     if not recipe_wants_bf16:
         return False, ""
-    if gpu or cpu_has_native_bf16():
-        return True, "bf16 autocast (the recipe's default where it pays; --no-autocast-bf16 trains in fp32)"
-    return False, ("fp32: this CPU has neither AVX512-BF16 nor AMX, where bf16 autocast is emulated and slower "
+    if gpu:
+        return True, "bf16 autocast (the recipe's default on a GPU; --no-autocast-bf16 trains in fp32)"
+    if not cpu_has_native_bf16():
+        return False, ("fp32: this CPU has neither AVX512-BF16 nor AMX, where bf16 autocast is emulated and slower "
+                       "(--autocast-bf16 forces it)")
+    probe = probe_cpu_precision(output_size)
+    measured = (f"a probe step of the model's shapes took {probe.bf16_ms:.0f} ms under bf16 autocast and "
+                f"{probe.fp32_ms:.0f} ms in fp32 on this CPU")
+    if probe.bf16_pays:
+        return True, f"bf16 autocast: {measured} (--no-autocast-bf16 trains in fp32)"
+    return False, (f"fp32: {measured}; bf16 is chosen when it takes at most {BF16_MARGIN:.0%} of fp32's time "
                    "(--autocast-bf16 forces it)")
+
+
+def probe_output_size(mode: str, vocab_size: int, shortlist: int) -> int:
+    """The largest output product of a training step: V for softmax and mhs, adaptive softmax's head
+    (V/4 + 2 clusters), and for mhe/mhp the first level (N + the groups of the V - N others)."""
+    if mode in ("softmax", "mhs"):
+        return vocab_size
+    if mode == "adaptive":
+        return vocab_size // 4 + 2
+    return shortlist + math.isqrt(max(vocab_size - shortlist, 1)) + 1
 
 
 def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
@@ -884,11 +929,13 @@ def config_from_args(args: argparse.Namespace, recipe: Recipe) -> Config:
                  "pays where the CPU has AVX512-BF16 or AMX)")
     if args.fp16 and args.autocast_bf16:
         sys.exit("error: --fp16 and --autocast-bf16 are two kinds of mixed precision; drop one of them")
-    autocast_bf16, precision_note = training_precision(args.autocast_bf16, recipe.autocast_bf16 and not args.fp16, gpu)
     vocab_size = requested_vocab_size(args, recipe)
+    autocast_bf16, precision_note = training_precision(
+        args.autocast_bf16, recipe.autocast_bf16 and not args.fp16, gpu,
+        probe_output_size(args.mode, vocab_size, shortlist_size(args, recipe)))
     settings = TrainSettings(
         mode=args.mode, base_arch=recipe.base_arch,
-        model_args=(*recipe.model_args, "--warmup-updates", str(args.warmup_updates), *schedule_overrides(args)),
+        model_args=overridden(recipe.model_args, ("--warmup-updates", str(args.warmup_updates), *schedule_overrides(args))),
         softmax_args=recipe.softmax_args, shortlist_args=shortlist_args(args, recipe),
         save_interval_updates=args.average_interval if args.average_last > 1 else args.valid_interval,
         keep_interval_updates=args.average_last if args.average_last > 1 else int(args.valid_interval > 0),

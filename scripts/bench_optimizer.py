@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Optimizer step time: fairseq's ``adam`` against the plugin's ``adam_fused``, side by side.
 
-Builds the demo's model (``recipes.pipeline.CPU_MODEL_ARGS``, mhe with a 1,024-id shortlist) over a
+Builds the demo's model (``--arch transformer_mhce_cpu`` with ``recipes.pipeline.CPU_MODEL_ARGS``, mhe with a 1,024-id shortlist) over a
 binarised data directory, as fairseq-train would, gives every parameter a random gradient and
 times optimizer steps of both, interleaved round by round (machine noise hits both alike):
 
@@ -32,7 +32,7 @@ def demo_parameters(data: Path) -> List[torch.nn.Parameter]:
     from recipes.pipeline import CPU_MODEL_ARGS
 
     args = options.parse_args_and_arch(options.get_training_parser(), [
-        str(data), "--task", "translation_mhce", "--arch", "transformer_mhce", "--mhce-mode", "mhe",
+        str(data), "--task", "translation_mhce", "--arch", "transformer_mhce_cpu", "--mhce-mode", "mhe",
         "--mhce-shortlist", "1024", "--criterion", "mhce_cross_entropy", "--cpu", *CPU_MODEL_ARGS])
     cfg = convert_namespace_to_omegaconf(args)
     model = tasks.setup_task(cfg.task).build_model(cfg.model)

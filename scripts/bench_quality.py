@@ -447,8 +447,8 @@ def recipe_record(summary: Dict[str, object], settings: str) -> Dict[str, object
     suffix = re.sub(r"(?:^|-)s\d+(?=-|$)", "", suffix).strip("-")  # mhe-s4096: the size is read below
     size = re.search(r"shortlist (\d+)", str(summary.get("output", "")))  # 'mhp (shortlist 4096 + heads 110x109)'
     # the records' names: "shortlist" is mhe's N (1,024), another N is named, whatever the mode's default
-    parts = [] if size is None else ["shortlist" + ("" if int(size.group(1)) == libreoffice.RECIPE.mhce_shortlist
-                                                    else size.group(1))]
+    mhe_n = pipeline.default_shortlist(libreoffice.RECIPE, "mhe", libreoffice.RECIPE.vocab_size)
+    parts = [] if size is None else ["shortlist" + ("" if int(size.group(1)) == mhe_n else size.group(1))]
     parts += ["ctx"] if summary.get("tail_order") == "context" else []  # tail grouped by context
     variant = "+".join(parts + ([suffix] if suffix else []))
     keys = ("bleu", "chrf", "bp", "hyp_ref_ratio", "valid_bleu", "valid_chrf", "valid_bp", "valid_ppl",

@@ -193,7 +193,8 @@ def test_benchmarks_keep_their_schedule_whatever_the_demo_uses(tmp_path: Path):
     from recipes import pipeline
     from recipes.libreoffice_de_en import run as libreoffice
 
-    assert libreoffice.RECIPE.lr_schedule == "linear-budget" and libreoffice.RECIPE.mhce_shortlist  # the demo's choices
+    assert libreoffice.RECIPE.lr_schedule == "linear-budget"  # the demo's choice
+    assert pipeline.default_shortlist(libreoffice.RECIPE, "mhe", libreoffice.RECIPE.vocab_size) == 1024
     namespace = __import__("argparse").Namespace(
         work_dir=tmp_path, vocab_size=16000, max_update=100, warmup_updates=1000, max_tokens=4096, seed=1,
         train_minutes=0, batch_size=64, bf16=False, model="small", lr=1e-3, dropout=0.2, lenpen=1.0)

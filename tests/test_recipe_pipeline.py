@@ -138,11 +138,10 @@ def test_generate_commands_per_mode() -> None:
                  "--warmup-init-lr 1e-07", "--max-tokens 3584"]),
         (libreoffice, ["+ apt-get download libreoffice-help-de libreoffice-help-en-us libreoffice-l10n-de calibre "
                        "debian-reference-de debian-reference-en",
-                       "--arch transformer_mhce --mhce-mode mhe", "--encoder-embed-dim 256",
+                       "--arch transformer_mhce_cpu --mhce-mode mhe",  # the sizes are the architecture's
                        "--optimizer adam_fused", "--stop-time-hours 0.6833", "--max-update 12000",
-                       "--warmup-updates 2000 --lr-scheduler linear_budget --end-learning-rate 0 "
-                       "--total-num-update 12000 --budget-hours 0.6833 --lr 0.0014 "
-                       "--dropout 0.1", "--mhce-shortlist 1024", "--max-tokens 1024", "--autocast-bf16",
+                       "--lr 0.0014 --lr-scheduler linear_budget --warmup-updates 2000 --end-learning-rate 0 "
+                       "--total-num-update 12000 --budget-hours 0.6833 --dropout 0.1", "--mhce-shortlist 1024", "--max-tokens 1024", "--autocast-bf16",
                        "checkpoints/checkpoint_best.pt",
                        "--results-path", "--lenpen 2 --cpu"]),
     ],
@@ -150,6 +149,7 @@ def test_generate_commands_per_mode() -> None:
 def test_dry_run_prints_every_command(recipe, expected: list[str], tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
     monkeypatch.setattr(autocast, "cpu_has_native_bf16", lambda: True)  # the demo's bf16 on a CPU that has it
+    monkeypatch.setattr(autocast, "probe_cpu_precision", lambda size: autocast.PrecisionProbe(100.0, 60.0))
     work = tmp_path / "work"
     recipe.main(["--dry-run", "--work-dir", str(work)])
     out = capsys.readouterr().out
@@ -205,12 +205,12 @@ def test_learning_rate_dropout_and_shortlist_reach_fairseq_train(tmp_path: Path)
     own = recipe_config(recipe, ["--mode", "mhp", "--lr", "5e-4", "--dropout", "0.3", "--mhce-shortlist", "0"])
     cmd = train_command(own.bin, own.checkpoints, own.train, 16000)
     assert last_value(cmd, "--lr") == "0.0005" and last_value(cmd, "--dropout") == "0.3"
-    assert "--mhce-shortlist" not in cmd
+    assert last_value(cmd, "--mhce-shortlist") == "0"  # said: the plugin's own default is a shortlist
     softmax = recipe_config(recipe, ["--mode", "softmax"])  # the recipe's shortlist is for mhe/mhp only
     assert "--mhce-shortlist" not in train_command(softmax.bin, softmax.checkpoints, softmax.train, 16000)
     plain = recipe_config(pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path), ["--mode", "mhe"])
     cmd = train_command(plain.bin, plain.checkpoints, plain.train, 16000)
-    assert last_value(cmd, "--lr") == "1e-3" and last_value(cmd, "--dropout") == "0.2"  # model_args' own
+    assert last_value(cmd, "--lr") == "1e-3" and "--dropout" not in cmd  # model_args' lr, the architecture's 0.2
 
 
 @pytest.mark.parametrize("mode", ["softmax", "adaptive", "mhs"])
@@ -245,6 +245,7 @@ def test_autocast_bf16_reaches_fairseq_train_for_every_mode(tmp_path: Path, monk
     from fairseq import options
 
     monkeypatch.setattr(autocast, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(autocast, "probe_cpu_precision", lambda size: autocast.PrecisionProbe(100.0, 60.0))
     assert libreoffice.RECIPE.autocast_bf16
     recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, autocast_bf16=True)
     for mode in ("mhe", "softmax", "adaptive"):
@@ -268,17 +269,37 @@ def test_autocast_bf16_reaches_fairseq_train_for_every_mode(tmp_path: Path, monk
 
 @pytest.mark.parametrize("native_bf16", [False, True])
 @pytest.mark.parametrize("gpu", [False, True])
-def test_the_recipes_bf16_default_applies_where_it_pays(monkeypatch, native_bf16: bool, gpu: bool) -> None:
-    """Asked for or refused, bf16 autocast is as given; the recipe's default is bf16 on a GPU or a
-    CPU with native bf16 and fp32 (with the reason) elsewhere; a recipe without bf16 stays fp32."""
+@pytest.mark.parametrize("bf16_ms", [60.0, 97.0])
+def test_the_recipes_bf16_default_applies_where_it_measures_faster(monkeypatch, native_bf16: bool, gpu: bool,
+                                                                  bf16_ms: float) -> None:
+    """Asked for or refused, bf16 autocast is as given; the recipe's default is bf16 on a GPU, and on a
+    CPU with native bf16 where the probe of the model's shapes finds it at least 5% faster than fp32
+    (the note gives both times); fp32 elsewhere, with the reason; a recipe without bf16 stays fp32."""
+    probed = []
     monkeypatch.setattr(autocast, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(autocast, "probe_cpu_precision",
+                        lambda size: probed.append(size) or autocast.PrecisionProbe(100.0, bf16_ms))
     for asked in (True, False):
-        assert pipeline.training_precision(asked, True, gpu) == (asked, "")
-        assert pipeline.training_precision(asked, False, gpu) == (asked, "")
-    assert pipeline.training_precision(None, False, gpu) == (False, "")
-    on, note = pipeline.training_precision(None, True, gpu)
-    assert on == (gpu or native_bf16)
-    assert ("where it pays" in note) if on else ("neither AVX512-BF16 nor AMX" in note)
+        assert pipeline.training_precision(asked, True, gpu, 16004) == (asked, "")
+        assert pipeline.training_precision(asked, False, gpu, 16004) == (asked, "")
+    assert pipeline.training_precision(None, False, gpu, 16004) == (False, "")
+    on, note = pipeline.training_precision(None, True, gpu, 16004)
+    assert on == (gpu or (native_bf16 and bf16_ms < 95.0))
+    assert probed == ([16004] if native_bf16 and not gpu else [])
+    if not gpu and native_bf16:
+        assert f"took {bf16_ms:.0f} ms under bf16 autocast and 100 ms in fp32" in note
+    elif not gpu:
+        assert "neither AVX512-BF16 nor AMX" in note
+
+
+def test_the_probe_times_both_precisions_of_the_models_shapes() -> None:
+    """The probe runs fp32 and bf16-autocast steps of a stack shaped as asked; bf16 pays at <= 95%."""
+    probe = autocast.probe_cpu_precision.__wrapped__(64, model_dim=16, ffn_dim=32, heads=2, layers=1, tokens=64,
+                                                     repeats=1)
+    assert probe.fp32_ms > 0 and probe.bf16_ms > 0
+    assert autocast.PrecisionProbe(100.0, 95.0).bf16_pays and not autocast.PrecisionProbe(100.0, 95.1).bf16_pays
+    assert pipeline.probe_output_size("softmax", 16004, 0) == 16004
+    assert pipeline.probe_output_size("mhe", 16004, 1024) == 1024 + 122 + 1  # N + ceil(sqrt(V - N))
 
 
 def test_the_demo_on_a_cpu_without_native_bf16_trains_fp32_and_says_why(tmp_path: Path, monkeypatch,

@@ -26,6 +26,7 @@ STRIPPED_TAGS = ("<title>", "</title>", "<description>", "</description>")
 
 RECIPE = pipeline.Recipe(
     name="iwslt14_de_en", src="de", tgt="en", work_dir=Path(__file__).resolve().parent / "work",
+    mhce_shortlist=0,  # no shortlist, as this recipe ran before the plugin's default (mhce_nmt.defaults)
     base_arch="transformer_iwslt_de_en",
     model_args=("--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--clip-norm", "0.0",
                 "--lr", "5e-4", "--lr-scheduler", "inverse_sqrt", "--dropout", "0.3",

@@ -3,8 +3,8 @@
 
 Stages: extract -> spm -> binarize -> train -> generate -> score -> summary, everything under
 ``recipes/libreoffice_de_en/work/``. ``make demo`` runs it with the defaults (mode mhe with a
-1,024-token shortlist, joint sentencepiece 16k, bf16 autocast where it pays (a GPU, or a CPU with
-AVX512-BF16 or AMX; fp32 on other CPUs), batches of 1,024 tokens, 12,000 updates or 41 minutes of
+1,024-token shortlist, joint sentencepiece 16k, bf16 autocast where it is faster (a GPU, or a CPU with
+AVX512-BF16 or AMX where a probe at the start measures it faster; fp32 elsewhere), batches of 1,024 tokens, 12,000 updates or 41 minutes of
 training, whichever comes first: at most 45 minutes in all on 2 CPU cores).
 
     python -m recipes.libreoffice_de_en.run --mode softmax --max-update 30
@@ -28,20 +28,20 @@ from recipes.libreoffice_de_en.extract import add_extract_arguments, extract, fi
 # (linear-budget; update 12,000 would end it first on a faster machine), so the run ends fully decayed
 # whatever the machine's speed, and the 1,024 most frequent ids scored directly (mhe; mhp 4,096, and mhe
 # too from a 24k vocabulary up: at 32k mhe with 4,096 scored 1.16 BLEU more than with 1,024, at the
-# demo's 16k 0.24 less; README, "At 32k"). Batches of 1,024
+# demo's 16k 0.24 less; README, "At 32k": the plugin's own default, mhce_nmt.defaults). Batches of 1,024
 # tokens: on a 2-core CPU they train at about the words/s of larger ones (results/cpu_profile), so the
 # same minutes hold more updates, and at equal words they reached a lower validation perplexity and
 # more BLEU than 2,048 or 4,096 (results/demo_runs/README.md); the warm-up covers the same words as 500 updates of 4,096,
 # and the peak lr is 1.4e-3 (2e-3 scored 0.97 BLEU less at this batch size).
-# Training steps run under bf16 autocast where it pays (a GPU, or a CPU with AVX512-BF16 or AMX: more
-# updates per minute); other CPUs emulate bf16, 34x slower than fp32 (results/cpu_profile), and train
+# Training steps run under bf16 autocast where it is faster: a GPU, or a CPU with AVX512-BF16 or AMX on which a
+# probe of the model's shapes at the start measures it faster (pipeline.training_precision); other CPUs emulate bf16, 34x slower than fp32 (results/cpu_profile), and train
 # in fp32. The optimizer is the plugin's adam_fused (recipes.pipeline.CPU_MODEL_ARGS): fairseq's adam in
 # torch's fused kernel, 2.9x faster per step on 2 cores, about 6% of the update. Beam search with length penalty 2.0: on the validation set it lifted the brevity penalty of
 # the demo's model from 0.924 to 0.995 and BLEU from 30.65 to 31.30 (1.5: 31.13).
 RECIPE = pipeline.Recipe(
     name="libreoffice_de_en", src="de", tgt="en", work_dir=Path(__file__).resolve().parent / "work",
     train_minutes=41.0, max_update=12000, warmup_updates=2000, max_tokens=1024, lr=1.4e-3,
-    lr_schedule="linear-budget", dropout=0.1, mhce_shortlist=1024, mhp_shortlist=4096, wide_vocab=24000, lenpen=2.0,
+    lr_schedule="linear-budget", dropout=0.1, lenpen=2.0,
     autocast_bf16=True,
 )
 

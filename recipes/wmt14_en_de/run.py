@@ -31,6 +31,7 @@ TEST = ("http://statmt.org/wmt14/test-full.tgz", None)
 
 RECIPE = pipeline.Recipe(
     name="wmt14_en_de", src="en", tgt="de", work_dir=Path(__file__).resolve().parent / "work",
+    mhce_shortlist=0,  # no shortlist, as this recipe ran before the plugin's default (mhce_nmt.defaults)
     base_arch="transformer_wmt_en_de",
     model_args=("--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--clip-norm", "0.0",
                 "--lr", "5e-4", "--lr-scheduler", "inverse_sqrt", "--warmup-init-lr", "1e-07",

@@ -62,8 +62,7 @@ def explain_shortlist(mode: str, vocab_size: int) -> str:
 # on 2 CPU cores. fairseq architecture options: a value given on the command line wins.
 CPU_MODEL_SIZES = {
     "encoder_layers": 3, "decoder_layers": 3,
-    "encoder_embed_dim": 256, "decoder_embed_dim": 256,
-    "encoder_ffn_embed_dim": 1024, "decoder_ffn_embed_dim": 1024,
+    "encoder_embed_dim": 256, "encoder_ffn_embed_dim": 1024,  # the decoder's follow the encoder's (fairseq's rule)
     "encoder_attention_heads": 4, "decoder_attention_heads": 4,
     "dropout": 0.2,
 }

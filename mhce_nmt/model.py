@@ -10,6 +10,7 @@ tables; `build_embedding` makes them, and the decoder ties them to its output la
 """
 from __future__ import annotations
 
+import argparse
 import logging
 from typing import Any, Dict, List, Optional, Union
 
@@ -64,7 +65,7 @@ def shortlist_option(value: str) -> Optional[int]:
     try:
         return int(value)
     except ValueError:
-        raise MHCEConfigError(f"--mhce-shortlist {value!r} is not a number: give N >= 0 (0 = none) or auto.")
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number: give N >= 0 (0 = none) or auto") from None
 
 
 def resolve_shortlist(args: Any, vocab_size: int) -> int:

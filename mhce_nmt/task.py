@@ -48,7 +48,7 @@ class TranslationMHCEConfig(TranslationConfig):
         default=False,
         metadata={"help": "with --autocast-bf16 on a CPU: attention in bf16 too. By default it runs in "
                           "fp32 there, where torch's bf16 attention kernels are slower than its fp32 ones "
-                          "(2.3x forward + backward on an AVX512-BF16 EPYC); on a GPU attention follows "
+                          "(2.4x forward + backward on an AVX512-BF16 EPYC); on a GPU attention follows "
                           "autocast either way"},
     )
     no_cpu_runtime_tuning: bool = field(

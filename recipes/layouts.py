@@ -175,8 +175,9 @@ def describe(layout: np.ndarray, shortlist: int, size: int) -> str:
 
 def add_codec_options(parser: argparse.ArgumentParser) -> None:
     """The model's codec options (they fix N and S) and the output file."""
-    parser.add_argument("--mhce-shortlist", type=int, default=0,
-                        help="the model's --mhce-shortlist N: ids < N keep their positions (default 0)")
+    parser.add_argument("--mhce-shortlist", type=int, required=True,
+                        help="the model's shortlist N (as its training log states it; 0 = none): ids < N keep "
+                             "their positions")
     parser.add_argument("--mhce-heads", help="the model's --mhce-heads, if it gives them")
     parser.add_argument("--mhce-num-heads", type=int, default=2, help="the model's --mhce-num-heads (default 2)")
     parser.add_argument("--output", type=Path, required=True,

@@ -456,6 +456,11 @@ def stage_generate(cfg: Config) -> None:
     Fails when fairseq returns a different number of hypotheses than there are source lines.
     """
     hyp_file, stats_file, valid_file = cfg.run_dir / "gen" / "hyp.txt", cfg.run_dir / "gen.json", cfg.run_dir / "valid.json"
+    lenpens = cfg.valid_lenpens or (cfg.lenpen,)
+    decoded_at = sorted(load_json(valid_file).get("by_lenpen", {}))
+    if decoded_at and decoded_at != sorted(f"{lenpen:g}" for lenpen in lenpens) and not cfg.dry_run:
+        say("generate", f"valid.json was decoded at length penalties {', '.join(decoded_at)}: decoding again")
+        valid_file.unlink()
     if done("generate", cfg, [hyp_file, stats_file, valid_file], [cfg.run_dir / "train.json"]):
         return
     if not cfg.dry_run and not checkpoint_path(cfg).exists():
@@ -463,7 +468,6 @@ def stage_generate(cfg: Config) -> None:
                  f"--average-last; 0 decodes checkpoint_best.pt)")
     if not cfg.dry_run:
         refuse_another_shortlist(cfg, checkpoint_path(cfg), "train afresh here with --stage train --force")
-    lenpens = cfg.valid_lenpens or (cfg.lenpen,)
     valid: dict[str, dict[str, object]] = {}
     for lenpen in lenpens:
         out_dir = cfg.run_dir / f"gen-valid-lp{lenpen:g}"
@@ -525,10 +529,12 @@ def output_layer_params(checkpoint: Path) -> int:
     import torch
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
-    count = sum(t.numel() for k, t in state.items() if k.startswith(OUTPUT_LAYER_PREFIXES))
-    short = state.get("decoder.output_projection.short_weight")
-    if short is not None:  # the shared (V, d) table, of which the shortlist scores N rows
-        count -= (short.size(0) - int(state["decoder.output_projection.shortlist_spec"][1])) * short.size(1)
+    count = sum(t.numel() for k, t in state.items()
+                if k.startswith(OUTPUT_LAYER_PREFIXES) and t.is_floating_point())  # not the codec specs or layout
+    for inner in ("", "layer."):  # a code layout wraps the factored layer (PermutedOutput.layer)
+        short = state.get(f"decoder.output_projection.{inner}short_weight")
+        if short is not None:  # the shared (V, d) table, of which the shortlist scores N rows
+            count -= (short.size(0) - int(state[f"decoder.output_projection.{inner}shortlist_spec"][1])) * short.size(1)
     return count
 
 
@@ -577,21 +583,21 @@ def stage_summary(cfg: Config) -> None:
 def record_origin(train_origins: list[dict[str, object]], decode_origin: dict[str, object] | None) -> dict[str, object]:
     """A summary's provenance: the commit that trained the model (several, comma-joined, where a
     resumed run spans commits), whether any attempt ran from a changed tree, the training command,
-    the machine facts of the last attempt, and the decoding's own commit and command. Empty for a
-    run trained before origins were recorded."""
-    if not train_origins:
-        return {}
-    last = train_origins[-1]
-    fields: dict[str, object] = {
-        "commit": ",".join(dict.fromkeys(str(o["commit"]) for o in train_origins)),
-        "dirty": any(bool(o["dirty"]) for o in train_origins), "command": last["command"],
-        "invoked": last.get("invoked"), "cpu": last["cpu"], "cpu_bf16": last.get("cpu_bf16"),
-        "threads": last["threads"], "train_attempts": len(train_origins),
-    }
+    the machine facts of the last attempt, and the decoding's own commit and command (only these for
+    a run trained before origins were recorded)."""
+    fields: dict[str, object] = {}
     if decode_origin:
         fields.update(decode_commit=decode_origin["commit"], decode_dirty=decode_origin["dirty"],
                       decode_command=decode_origin["command"])
-    return fields
+    if not train_origins:
+        return fields
+    last = train_origins[-1]
+    return {
+        "commit": ",".join(dict.fromkeys(str(o["commit"]) for o in train_origins)),
+        "dirty": any(bool(o["dirty"]) for o in train_origins), "command": last["command"],
+        "invoked": last.get("invoked"), "cpu": last["cpu"], "cpu_bf16": last.get("cpu_bf16"),
+        "threads": last["threads"], "train_attempts": len(train_origins), **fields,
+    }
 
 
 def section_value(section: object, name: str) -> object:

@@ -96,7 +96,7 @@ def point_key(vocab: int, arm: str, updates: int, args: argparse.Namespace) -> T
 
 def decoded_lenpen(r: Dict[str, object]) -> float:
     """The length penalty a record was decoded at (records before the field: fairseq's default, 1)."""
-    return float(r.get("lenpen") or 1.0)
+    return 1.0 if r.get("lenpen") is None else float(r["lenpen"])
 
 
 def scored_points(records: List[Dict[str, object]], lenpen: float) -> Set[Tuple[object, ...]]:
@@ -417,7 +417,7 @@ def merge_records(inputs: Sequence[Path]) -> List[Dict[str, object]]:
         records = json.loads(path.read_text())
         refuse_without_commit(records, path)
         for r in records:
-            merged[(*record_key(r), r.get("lenpen"))] = r
+            merged[(*record_key(r), decoded_lenpen(r))] = r
     return list(merged.values())
 
 

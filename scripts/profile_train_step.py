@@ -9,10 +9,9 @@ optimizer and batch size), over the same binarised data. The script
    updates on its next batches, so a drift of the host's speed hits every configuration alike;
    words/s = target tokens / wall seconds over all rounds after the first (warm-up);
 2. profiles --profile-steps more updates of each with torch.profiler and lists the ops by self
-   CPU time per update, the time outside any op (Python, dispatch), and the share of the ops
-   that belong to the output layer and its loss (ops recorded inside the decoder's output
-   layer and the criterion's loss, forward and backward: torch.profiler's record_function
-   ranges set around them here).
+   CPU time per update, the time outside any op (Python, dispatch), and the forward time of the
+   output layer and its loss (torch.profiler record_function ranges set around the decoder's
+   output layer and the criterion's loss here; their backward ops are not in the range).
 
     python -m scripts.profile_train_step --data recipes/libreoffice_de_en/work/bin-spm16000 \\
         --methods softmax mhe --precisions fp32 bf16 --out results/step_profile/demo_16k
@@ -24,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -203,16 +201,19 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--steps-per-round", type=int, default=20, help="default %(default)s")
     parser.add_argument("--profile-steps", type=int, default=20, help="default %(default)s")
     parser.add_argument("--top", type=int, default=25, help="ops listed per configuration (default %(default)s)")
+    parser.add_argument("--tgt", default="en", help="the target language: dict.TGT.txt sets V (default %(default)s)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True, help="OUT.json and OUT.md are written")
     args = parser.parse_args(argv)
     if args.rounds < 2 or args.steps_per_round < 1 or args.profile_steps < 1:
         parser.error("--rounds must be >= 2 (the first is a warm-up), --steps-per-round and --profile-steps >= 1")
-    if not (args.data / "dict.en.txt").exists() and not list(args.data.glob("dict.*.txt")):
-        parser.error(f"--data {args.data} holds no fairseq dictionary: give a fairseq-preprocess output directory")
+    target_dictionary = args.data / f"dict.{args.tgt}.txt"
+    if not target_dictionary.exists():
+        parser.error(f"--data {args.data} holds no {target_dictionary.name}: give a fairseq-preprocess output "
+                     "directory and its target language (--tgt)")
     import torch
 
-    vocab = sum(1 for _ in next(iter(sorted(args.data.glob("dict.*.txt")))).open(encoding="utf-8")) + 4
+    vocab = sum(1 for _ in target_dictionary.open(encoding="utf-8")) + 4
     configurations = []
     with tempfile.TemporaryDirectory() as save_dir:
         for method in args.methods:
@@ -249,4 +250,4 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    main()

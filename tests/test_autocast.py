@@ -55,6 +55,28 @@ def test_cpu_attention_runs_in_fp32_inside_autocast_unless_asked_for_bf16(monkey
     assert result.dtype == torch.float32 and torch.allclose(result, exact, atol=1e-5)
 
 
+def test_fp32_attention_blocks_nest_and_restore_what_they_found(monkeypatch):
+    """An inner block leaves the outer one's fp32 attention in place; the last exit restores the
+    function found on entry (another library's patch included), not torch's original."""
+    def someone_elses(*args, **kwargs):
+        raise AssertionError("not called here")
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", someone_elses)
+    with autocast.attention_in_fp32():
+        with autocast.attention_in_fp32():
+            assert torch.nn.functional.scaled_dot_product_attention is autocast.fp32_attention
+        assert torch.nn.functional.scaled_dot_product_attention is autocast.fp32_attention
+    assert torch.nn.functional.scaled_dot_product_attention is someone_elses
+
+
+def test_the_precision_probe_leaves_the_callers_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    autocast.probe_cpu_precision.__wrapped__(16, model_dim=8, ffn_dim=16, heads=2, layers=1, tokens=32, repeats=1)
+    assert torch.equal(torch.rand(3), expected)
+
+
 @pytest.mark.parametrize("wrapper", [FP16Optimizer, MemoryEfficientFP16Optimizer])
 def test_fairseqs_reduced_precision_is_refused(wrapper):
     optimizer = object.__new__(wrapper)  # the type is what the check reads

@@ -284,7 +284,9 @@ def test_a_resumed_run_names_every_commit_that_trained_it():
     fields = pipeline.record_origin([ORIGIN, second, ORIGIN], None)
     assert (fields["commit"], fields["dirty"], fields["command"], fields["train_attempts"]) == (
         "0123abc,4567def", True, "fairseq-train data --seed 1", 3)
-    assert "decode_commit" not in fields and pipeline.record_origin([], ORIGIN) == {}
+    assert "decode_commit" not in fields and pipeline.record_origin([], None) == {}
+    assert pipeline.record_origin([], ORIGIN) == {"decode_commit": "0123abc", "decode_dirty": False,
+                                                  "decode_command": "fairseq-train data --seed 1"}
 
 
 def test_a_recipe_summary_of_another_seed_keeps_its_variant_and_names_its_seed(tmp_path: Path):

@@ -38,5 +38,19 @@ def test_the_demo_trains_the_cpu_architecture_with_each_option_once(tmp_path: Pa
 def test_the_cpu_sizes_are_defined_once():
     from mhce_nmt.defaults import CPU_MODEL_SIZES
 
-    assert {name: CPU_MODEL_SIZES[name] for name in SIZES} == SIZES and CPU_MODEL_SIZES["dropout"] == 0.2
+    assert {name: CPU_MODEL_SIZES.get(name, SIZES[name.replace("decoder", "encoder")]) for name in SIZES} == SIZES
+    assert CPU_MODEL_SIZES["dropout"] == 0.2 and "decoder_embed_dim" not in CPU_MODEL_SIZES  # the encoder's decide
     assert not any(flag.replace("-", "_").strip("_") in CPU_MODEL_SIZES for flag in pipeline.CPU_MODEL_ARGS)
+
+
+def test_a_wider_encoder_takes_the_decoder_along():
+    """--encoder-embed-dim 512 on the CPU architecture widens the decoder too (fairseq's rule), so
+    shared embeddings still fit."""
+    import mhce_nmt  # noqa: F401  (registers the architectures)
+    from fairseq import options
+
+    for arch in ("transformer_mhce_cpu", "transformer_cpu"):
+        parsed = options.parse_args_and_arch(options.get_training_parser(), [
+            "data", "--user-dir", str(Path(mhce_nmt.__file__).parent), "--arch", arch, "--encoder-embed-dim", "512",
+            "--encoder-ffn-embed-dim", "2048", "--task", "translation"])
+        assert (parsed.decoder_embed_dim, parsed.decoder_ffn_embed_dim) == (512, 2048)

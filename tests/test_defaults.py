@@ -83,3 +83,15 @@ def test_a_stored_config_keeps_its_n():
     stored = Namespace(mhce_mode="mhe", mhce_vocab_size=5000)
     assert resolve_shortlist(stored, 5000) == 0 and stored.mhce_shortlist == 0
     assert resolve_shortlist(Namespace(mhce_mode="mhe", mhce_shortlist=None), 5000) == 1024
+
+
+def test_a_shortlist_that_is_not_a_number_is_refused_in_one_line(capsys) -> None:
+    import mhce_nmt
+    from fairseq import options
+
+    with pytest.raises(SystemExit):
+        options.parse_args_and_arch(options.get_training_parser(), [
+            "data", "--user-dir", str(Path(mhce_nmt.__file__).parent), "--task", "translation_mhce",
+            "--arch", "transformer_mhce_tiny", "--mhce-shortlist", "abc"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--mhce-shortlist" in last and "'abc' is not a number: give N >= 0 (0 = none) or auto" in last

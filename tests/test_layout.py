@@ -370,8 +370,8 @@ def test_kmeans_groups_the_output_rows_that_lie_together(tmp_path, cli):
         assert [len(set(hidden[g])) for g in groups] == [1] * 7
         assert len(groups[-1]) == 4 and hidden[groups[-1][0]] == 6
     torch.save({"model": {"decoder.embed_tokens.weight": torch.tensor(weight)}}, tmp_path / "untied.pt")
-    proc = cli.run("recipes.layouts", ["kmeans", "--checkpoint", tmp_path / "untied.pt", "--output",
-                                       tmp_path / "x.txt"], cwd=REPO, check=False)
+    proc = cli.run("recipes.layouts", ["kmeans", "--checkpoint", tmp_path / "untied.pt", "--mhce-shortlist", 0,
+                                       "--output", tmp_path / "x.txt"], cwd=REPO, check=False)
     assert_one_clear_line(proc, "has no decoder.output_projection.weight")
 
 
@@ -402,10 +402,14 @@ def test_cooccurrence_groups_tokens_used_alike(tmp_path, cli):
     assert ids[:8].tolist() == list(range(8))
     groups = [sorted(tokens[i] for i in ids[start:start + 4]) for start in (8, 12)]
     assert sorted(groups) == sorted([sorted(animals), sorted(colours)])
-    cli.run("recipes.layouts", [*common, "--mhce-heads", "4,4", "--output", tmp_path / "none.txt"], cwd=REPO)
+    cli.run("recipes.layouts", [*common, "--mhce-heads", "4,4", "--mhce-shortlist", 0, "--output", tmp_path / "none.txt"],
+            cwd=REPO)
     assert positions_to_ids(tmp_path / "none.txt")[:4].tolist() == list(range(4))
 
 
 def test_layouts_help(cli):
+    proc = cli.run("recipes.layouts", [*common, "--mhce-heads", "4,4", "--output", tmp_path / "x.txt"], cwd=REPO,
+                   check=False)
+    assert proc.returncode == 2 and "--mhce-shortlist" in proc.stderr  # N must be the model's: no default
     proc = cli.run("recipes.layouts", ["--help"], cwd=REPO)
     assert "kmeans" in proc.stdout and "cooccurrence" in proc.stdout and "--mhce-layout" in proc.stdout

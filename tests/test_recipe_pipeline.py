@@ -75,6 +75,22 @@ def test_pipeline_end_to_end(tmp_path: Path, mode: str, capfd: pytest.CaptureFix
     (cfg.run_dir / "gen" / "hyp.txt").touch()  # a summary redone under other flags keeps the training's precision
     pipeline.main(recipe, [*argv, "--autocast-bf16"])
     assert json.loads((cfg.run_dir / "summary.json").read_text())["precision"] == "fp32"
+    # the origin of the training and of the decoding, and the validation decode beside the test's
+    (origin,) = pipeline.read_origins(cfg.run_dir / "train-origins.jsonl")
+    assert origin["command"].startswith("fairseq-train") and origin["commit"] and origin["threads"] >= 1
+    assert (summary["commit"], summary["command"]) == (origin["commit"], origin["command"])
+    assert summary["decode_command"].startswith("fairseq-generate") and "--gen-subset test" in summary["decode_command"]
+    assert 0 <= summary["valid_bleu"] <= 100 and summary["lenpen_chosen_by"] == "given"
+    if mode == "softmax":  # other length penalties asked for: valid is decoded at each, test once at the best
+        capfd.readouterr()
+        pipeline.main(recipe, [*argv, "--valid-lenpens", "1", "2"])
+        out = capfd.readouterr().out
+        assert "decoding again" in out
+        assert out.count("--gen-subset valid") == 2 and out.count("--gen-subset test") == 1
+        valid = json.loads((cfg.run_dir / "valid.json").read_text())
+        assert sorted(valid["by_lenpen"]) == ["1", "2"] and valid["chosen_by"] == "valid BLEU"
+        best = max(("1", "2"), key=lambda lenpen: valid["by_lenpen"][lenpen]["bleu"])  # ties: the first listed
+        assert f"{valid['lenpen']:g}" == best == f"{json.loads((cfg.run_dir / 'gen.json').read_text())['lenpen']:g}"
 
 
 def test_invocation_is_the_command_that_ran_the_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -645,3 +661,15 @@ def test_a_code_layout_and_factored_embeddings_reach_fairseq_and_name_the_run(tm
                           (["--mhce-layout", str(tmp_path / "missing.txt")], "missing.txt not found")):
         with pytest.raises(SystemExit, match=re.escape(message)):
             libreoffice.main(["--dry-run", "--work-dir", str(tmp_path / "work"), *argv])
+
+
+@pytest.mark.parametrize("inner", ["", "layer."])
+def test_output_layer_params_count_parameters_only_and_the_shortlists_own_rows(tmp_path: Path, inner: str) -> None:
+    """A tied shortlist scores N rows of the shared (V, d) table: N x d count, not V x d; the codec specs and
+    a code layout's permutation are buffers, not parameters; the same inside a PermutedOutput ("layer.")."""
+    prefix = f"decoder.output_projection.{inner}"
+    state = {f"{prefix}short_weight": torch.zeros(10, 4), f"{prefix}shortlist_spec": torch.tensor([10, 3, 2, 4]),
+             f"{prefix}tail.embeddings.0": torch.zeros(7, 4), "decoder.output_projection.layout": torch.arange(10),
+             "decoder.embed_tokens.weight": torch.zeros(10, 4)}
+    torch.save({"model": state}, tmp_path / "checkpoint.pt")
+    assert pipeline.output_layer_params(tmp_path / "checkpoint.pt") == 3 * 4 + 7 * 4

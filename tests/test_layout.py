@@ -407,9 +407,9 @@ def test_cooccurrence_groups_tokens_used_alike(tmp_path, cli):
     assert positions_to_ids(tmp_path / "none.txt")[:4].tolist() == list(range(4))
 
 
-def test_layouts_help(cli):
-    proc = cli.run("recipes.layouts", [*common, "--mhce-heads", "4,4", "--output", tmp_path / "x.txt"], cwd=REPO,
-                   check=False)
+def test_layouts_help_and_the_shortlist_they_need(cli):
+    proc = cli.run("recipes.layouts", ["cooccurrence", "--dictionary", "d.txt", "--target-text", "t.en",
+                                       "--source-text", "t.de", "--output", "x.txt"], cwd=REPO, check=False)
     assert proc.returncode == 2 and "--mhce-shortlist" in proc.stderr  # N must be the model's: no default
     proc = cli.run("recipes.layouts", ["--help"], cwd=REPO)
     assert "kmeans" in proc.stdout and "cooccurrence" in proc.stdout and "--mhce-layout" in proc.stdout

@@ -376,6 +376,7 @@ def stage_train(cfg: Config) -> None:
         say("train", f"{cfg.checkpoints / LAST} holds --optimizer {resume_with}'s state: resuming "
             f"with it (the same update as {requested}; --force starts afresh with {requested})")
         cfg = replace(cfg, train=replace(cfg.train, model_args=(*cfg.train.model_args, "--optimizer", resume_with)))
+    cfg = resumed_precision(cfg)
     cmd = train_command(cfg.bin, cfg.checkpoints, cfg.train, target_vocab_size(cfg))
     if cfg.precision_note:
         say("train", cfg.precision_note)
@@ -401,6 +402,23 @@ def stage_train(cfg: Config) -> None:
     write_json(marker, {"mode": cfg.train.mode, "precision": cfg.train.precision, "optimizer": resume_with or requested,
                         "session_wall_s": round(time.perf_counter() - start, 1), **stats,
                         "origins": read_origins(origins_file)})
+
+
+def resumed_precision(cfg: Config) -> Config:
+    """A run resumed from checkpoint_last.pt goes on in the precision its first attempt trained in
+    (train-origins.jsonl) where the recipe chose the precision, so a probe that measures the other
+    way on a later day cannot switch a run midway; --autocast-bf16/--no-autocast-bf16 and --force
+    still decide."""
+    origins = read_origins(cfg.run_dir / "train-origins.jsonl")
+    if cfg.force or not cfg.precision_note or not origins or not (cfg.checkpoints / LAST).exists():
+        return cfg
+    began_bf16 = "--autocast-bf16" in shlex.split(str(origins[0]["command"]))
+    if began_bf16 == cfg.train.autocast_bf16:
+        return cfg
+    precision = "bf16 autocast" if began_bf16 else "fp32"
+    return replace(cfg, train=replace(cfg.train, autocast_bf16=began_bf16),
+                   precision_note=f"{precision}: the precision this run began in, kept on resuming (today's choice "
+                                  f"would differ: {cfg.precision_note})")
 
 
 def refuse_another_shortlist(cfg: Config, checkpoint: Path, fix: str) -> None:

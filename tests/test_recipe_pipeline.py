@@ -673,3 +673,26 @@ def test_output_layer_params_count_parameters_only_and_the_shortlists_own_rows(t
              "decoder.embed_tokens.weight": torch.zeros(10, 4)}
     torch.save({"model": state}, tmp_path / "checkpoint.pt")
     assert pipeline.output_layer_params(tmp_path / "checkpoint.pt") == 3 * 4 + 7 * 4
+
+
+@pytest.mark.parametrize("began_bf16", [False, True])
+def test_a_resumed_run_keeps_the_precision_it_began_in_unless_the_user_chose(tmp_path: Path, monkeypatch,
+                                                                           began_bf16: bool) -> None:
+    """The recipe's probe may measure the other way on a later day: a run resumed from checkpoint_last.pt
+    goes on in the precision of its first attempt, and says so; an explicit flag or --force decides."""
+    monkeypatch.setattr(autocast, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(autocast, "probe_cpu_precision",  # today's probe says the opposite of the first attempt
+                        lambda size: autocast.PrecisionProbe(100.0, 120.0 if began_bf16 else 60.0))
+    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, autocast_bf16=True)
+    cfg = recipe_config(recipe, ["--mode", "softmax"])
+    assert cfg.train.autocast_bf16 is not began_bf16 and cfg.precision_note
+    first = ["fairseq-train", "bin", "--max-tokens", "1024"] + (["--autocast-bf16"] if began_bf16 else [])
+    (cfg.checkpoints).mkdir(parents=True)
+    (cfg.run_dir / "train-origins.jsonl").write_text(json.dumps({"command": shlex.join(first)}) + "\n")
+    assert pipeline.resumed_precision(cfg) is cfg  # nothing to resume yet
+    (cfg.checkpoints / "checkpoint_last.pt").write_bytes(b"")
+    kept = pipeline.resumed_precision(cfg)
+    assert kept.train.autocast_bf16 is began_bf16 and "the precision this run began in" in kept.precision_note
+    for flag in ("--autocast-bf16", "--no-autocast-bf16", "--force"):
+        chosen = recipe_config(recipe, ["--mode", "softmax", flag])
+        assert pipeline.resumed_precision(chosen).train.autocast_bf16 is chosen.train.autocast_bf16

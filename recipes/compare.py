@@ -34,6 +34,8 @@ from typing import Sequence
 
 import numpy as np
 
+from recipes.textfiles import read_lines
+
 DEFAULT_SAMPLES = 1000
 # two-sided 95% Student t quantiles by degrees of freedom (scipy-free; df > 30 uses the normal 1.96)
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -58,8 +60,7 @@ def read_run(path: Path) -> Run:
                  "or a hypothesis file")
     summary_file = path / "summary.json"
     summary = json.loads(summary_file.read_text(encoding="utf-8")) if path.is_dir() and summary_file.exists() else {}
-    lines = hyp_file.read_text(encoding="utf-8").split("\n")
-    return Run(name=str(path), hypotheses=lines[:-1] if lines and lines[-1] == "" else lines,
+    return Run(name=str(path), hypotheses=read_lines(hyp_file),
                seed=summary.get("seed"), commit=summary.get("commit"))
 
 
@@ -186,8 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                      "the same seeds in the same order")
     if not args.refs.exists():
         parser.error(f"--refs {args.refs} not found")
-    references = args.refs.read_text(encoding="utf-8").split("\n")
-    references = references[:-1] if references and references[-1] == "" else references
+    references = read_lines(args.refs)
     baseline, system = [read_run(p) for p in args.baseline], [read_run(p) for p in args.system]
     mismatched = [(b.seed, s.seed) for b, s in zip(baseline, system) if None not in (b.seed, s.seed) and b.seed != s.seed]
     if mismatched:

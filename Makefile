@@ -1,5 +1,6 @@
 # mhce_nmt: two commands do all set-up on a fresh machine.
 #   make demo   install into .venv, then train + decode + score the main job (real de-en corpus)
+#   make demo-multilingual   the same for one English -> 8 languages model (about 60 minutes)
 #   make test   install into .venv, then run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,7 +15,7 @@ RUNTIME_DEPS    := hydra-core==1.3.2 omegaconf==2.3.0 "regex>=2023" "sacrebleu>=
                    "bitarray>=2.8" "scikit-learn>=1.3" "cffi>=1.15" "sentencepiece>=0.2" \
                    "pytest>=8" "hypothesis>=6.100" "matplotlib>=3.7"
 
-.PHONY: install test demo clean-venv
+.PHONY: install test demo demo-multilingual clean-venv
 
 install: $(STAMP)
 
@@ -33,6 +34,12 @@ test: install
 
 demo: install
 	$(PY) -m recipes.libreoffice_de_en.run $(DEMO_ARGS)
+
+# Options of the multilingual demo, e.g. make demo-multilingual MULTI_ARGS="--langs ja ko --train-minutes 20"
+MULTI_ARGS ?=
+
+demo-multilingual: install
+	$(PY) -m recipes.libreoffice_multi.run $(MULTI_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,22 +1,32 @@
-"""One-to-many LibreOffice corpus: package names, tags, shared page split, per-language scoring.
+"""One-to-many LibreOffice corpus and recipe: package names, tags, shared page split, per-language
+scoring, the tags as sentencepiece symbols, the recipe's stages.
 
-Tiny help trees and .mo catalogues are written into a tmp dir; nothing is fetched.
+Tiny help trees, .mo catalogues and a tiny tagged corpus are written into a tmp dir; nothing is fetched.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sacrebleu.metrics import BLEU, CHRF
 from test_recipe_extract import write_mo
 
+from mhce_nmt.training import autocast
+from recipes import pipeline, textfiles
 from recipes.libreoffice_de_en.clean import FilterConfig, Pair, clean_pairs
 from recipes.libreoffice_multi import languages
+from recipes.libreoffice_multi import run as multi_run
 from recipes.libreoffice_multi.extract import build_corpus, cap_train
 from recipes.libreoffice_multi.score import bleu_tokenizer, load_references, score
 from recipes.libreoffice_multi.split import page_assignment, split_languages
+from recipes.textfiles import write_lines
+from recipes.vocab import SentencePiece
+from tiny_recipe import TINY_MODEL
 
 # page -> [(paragraph id, English, Japanese, Russian)]; None: not translated in that language.
 PAGES = {
@@ -148,3 +158,163 @@ def test_score_matches_sacrebleu_per_language(tmp_path: Path) -> None:
     for lang, lines in refs.items():
         (tmp_path / f"test.en-{lang}.{lang}").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     assert load_references(tmp_path, "test") == refs
+
+
+# --- the recipe (recipes/libreoffice_multi/run.py) on a tiny synthetic corpus -----------------------------
+
+TINY_WORDS = {  # English: German, Russian, Japanese
+    "file": ("Datei", "файл", "ファイル"), "table": ("Tabelle", "таблицу", "表"), "cell": ("Zelle", "ячейку", "セル"),
+    "page": ("Seite", "страницу", "ページ"), "image": ("Bild", "изображение", "画像"),
+    "chart": ("Diagramm", "диаграмму", "グラフ"),
+}
+TINY_ACTIONS = {"Open": ("Öffnen Sie", "Откройте", "開きます"), "Delete": ("Löschen Sie", "Удалите", "削除します"),
+                "Copy": ("Kopieren Sie", "Скопируйте", "コピーします"), "Save": ("Speichern Sie", "Сохраните", "保存します")}
+TINY_LANGS = ("de", "ru", "ja")
+TINY_SIZES = {"train": 120, "valid": 8, "test": 12}  # pairs per language
+
+
+def tiny_pair(lang: str, rng: random.Random) -> tuple[str, str]:
+    """One tagged English source and its ``lang`` translation, e.g. ("<2ja> Open the file and the cell.",
+    "ファイルとセルを開きます。")."""
+    column = TINY_LANGS.index(lang)
+    action, (word1, word2) = rng.choice(list(TINY_ACTIONS)), rng.sample(list(TINY_WORDS), 2)
+    verb, first, second = TINY_ACTIONS[action][column], TINY_WORDS[word1][column], TINY_WORDS[word2][column]
+    target = {"de": f"{verb} die {first} und die {second}.", "ru": f"{verb} {first} и {second}.",
+              "ja": f"{first}と{second}を{verb}。"}[lang]
+    return f"{languages.tag(lang)} {action} the {word1} and the {word2}.", target
+
+
+def write_tiny_corpus(data: Path) -> None:
+    """What extract.py writes, for TINY_LANGS: joint and per-language files and counts.json."""
+    data.mkdir(parents=True)
+    rng = random.Random(1)
+    for split, size in TINY_SIZES.items():
+        pairs = {lang: [tiny_pair(lang, rng) for _ in range(size)] for lang in TINY_LANGS}
+        joint = [pair for lang in TINY_LANGS for pair in pairs[lang]]
+        write_lines(data / f"{split}.en", [src for src, _ in joint])
+        write_lines(data / f"{split}.mul", [tgt for _, tgt in joint])
+        if split != "train":
+            for lang in TINY_LANGS:
+                write_lines(data / f"{split}.en-{lang}.en", [src for src, _ in pairs[lang]])
+                write_lines(data / f"{split}.en-{lang}.{lang}", [tgt for _, tgt in pairs[lang]])
+    (data / "counts.json").write_text(json.dumps({"langs": list(TINY_LANGS), "target code": "mul"}))
+
+
+def tiny_argv(work: Path, *more: str) -> list[str]:
+    """A multi recipe command line on ``work`` with a tiny vocabulary and no bf16 probe."""
+    return ["--work-dir", str(work), "--langs", *TINY_LANGS, "--vocab-size", "200", "--no-autocast-bf16",
+            "--workers", "1", *more]
+
+
+def test_the_tags_are_single_pieces_after_spm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tiny_corpus(tmp_path / "work" / "data")
+    trained: list[tuple[int, tuple[str, ...]]] = []
+    train = SentencePiece.train
+
+    def recording(inputs, prefix, vocab_size, max_sentences, user_symbols):
+        trained.append((max_sentences, user_symbols))
+        return train(inputs, prefix, vocab_size, max_sentences, user_symbols)
+
+    monkeypatch.setattr(SentencePiece, "train", staticmethod(recording))
+    cfg = multi_run.main(tiny_argv(tmp_path / "work", "--stage", "spm"))
+    assert trained == [(1_000_000, ("<2de>", "<2ru>", "<2ja>"))]  # one joint model, the recipe's sample size
+    assert cfg.segmenter_path("en") == cfg.segmenter_path("mul")
+    segmented = textfiles.read_lines(cfg.seg / "train.en")
+    tags = [next(piece for piece in line.split() if piece != "\u2581") for line in segmented]
+    assert tags == [languages.tag(lang) for lang in TINY_LANGS for _ in range(TINY_SIZES["train"])]
+    model = SentencePiece(cfg.segmenter_path("en"))
+    assert all(model.processor.piece_to_id(tag) != model.processor.unk_id() for tag in set(tags))
+    assert model.decode(segmented[0].split()) == textfiles.read_lines(cfg.data / "train.en")[0]
+    plain = train([cfg.data / "train.en", cfg.data / "train.mul"], tmp_path / "plain", 200)
+    assert "<2ja>" not in SentencePiece(plain).encode(["<2ja> Open the file."])[0].split()  # without the option
+
+
+def test_by_language_scores_each_slice_like_sacrebleu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "work"
+    write_tiny_corpus(work / "data")
+    cfg = multi_run.main(tiny_argv(work, "--stage", "by-language", "--dry-run"))
+    refs = {lang: textfiles.read_lines(work / "data" / f"test.en-{lang}.{lang}") for lang in TINY_LANGS}
+    # each language's own errors: the first 3 (de), 6 (ru) or 9 (ja) hypotheses are another sentence's reference
+    hyps = {lang: lines[1:3 * (n + 1) + 1] + lines[3 * (n + 1):] for n, (lang, lines) in enumerate(refs.items())}
+    write_lines(cfg.run_dir / "gen" / "hyp.txt", [line for lang in TINY_LANGS for line in hyps[lang]])
+    multi_run.main(tiny_argv(work, "--stage", "by-language"))
+    out = capsys.readouterr().out
+    result = json.loads((cfg.run_dir / "score-by-language.json").read_text(encoding="utf-8"))
+    assert list(result["languages"]) == list(TINY_LANGS) and result["headline"] == "macro chrF"
+    for lang in TINY_LANGS:
+        tokenizer = "13a" if lang != "ja" else bleu_tokenizer("ja")
+        bleu = BLEU(tokenize=tokenizer).corpus_score(hyps[lang], [refs[lang]])
+        chrf = CHRF().corpus_score(hyps[lang], [refs[lang]])
+        scores = result["languages"][lang]
+        assert (scores["BLEU"], scores["chrF"]) == (round(bleu.score, 2), round(chrf.score, 2))
+        assert f"tok:{tokenizer}" in scores["BLEU signature"] and scores["sentences"] == TINY_SIZES["test"]
+        assert re.search(rf"^  {re.escape(lang)} +{TINY_SIZES['test']} +{chrf.score:.2f} +{bleu.score:.2f}  "
+                         rf"{re.escape(tokenizer)}$", out, re.M)
+    assert len({result["languages"][lang]["chrF"] for lang in TINY_LANGS}) == 3
+    assert result["macro chrF"] == round(sum(result["languages"][lang]["chrF"] for lang in TINY_LANGS) / 3, 2)
+    assert f"macro chrF {result['macro chrF']:.2f}" in out and "  chrF nrefs:1|" in out
+
+    write_lines(cfg.run_dir / "gen" / "hyp.txt", hyps["de"])  # a hypothesis file of another length
+    with pytest.raises(SystemExit, match=r"^error: .*hyp.txt: 12 hypotheses for 36 references$"):
+        multi_run.main(tiny_argv(work, "--stage", "by-language"))
+    (work / "data" / "counts.json").write_text(json.dumps({"langs": ["ja", "ru", "de"]}))
+    with pytest.raises(SystemExit, match=r"^error: .* are not .*test.mul: extract the corpus again$"):
+        multi_run.main(tiny_argv(work, "--stage", "by-language"))
+
+
+def test_dry_run_prints_every_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(autocast, "cpu_has_native_bf16", lambda: False)
+    work = tmp_path / "work"
+    multi_run.main(["--dry-run", "--work-dir", str(work)])
+    out = capsys.readouterr().out
+    assert [line.split("] ")[0] for line in out.splitlines() if line.endswith("] start")] == [
+        f"[{stage}" for stage in ("extract", *pipeline.STAGES, "by-language")]
+    assert "+ apt-get download " + " ".join(languages.packages(list(languages.DEFAULT_LANGS))) in out
+    assert out.count("+ dpkg-deb -x") == 17
+    assert "vocab 64000, on " in out and "(a shuffled sample of 1,000,000 lines), user symbols <2de> <2fr> " \
+        "<2ru> <2el> <2ja> <2zh-cn> <2ko> <2hi> -> " in out
+    (preprocess,) = [line for line in out.splitlines() if line.startswith("+ fairseq-preprocess")]
+    assert "--source-lang en --target-lang mul" in preprocess and "--joined-dictionary" in preprocess
+    (train,) = [line for line in out.splitlines() if line.startswith("+ fairseq-train")]
+    for fragment in ("--mhce-mode mhe", "--mhce-shortlist 4096", "--max-tokens 1024", "--max-update 20000",
+                     "--total-num-update 20000 --budget-hours 0.75", "--lr 0.0014", "--warmup-updates 2000"):
+        assert fragment in train
+    generate = [line for line in out.splitlines() if line.startswith("+ fairseq-generate")]
+    assert [line.split("--gen-subset ")[1].split()[0] for line in generate] == ["valid", "test"]
+    assert "/runs/spm64000-mhe/score-by-language.json" in out
+    assert not work.exists()
+
+
+def test_a_corpus_of_other_languages_is_extracted_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_tiny_corpus(tmp_path / "work" / "data")
+    for langs, redone in ((TINY_LANGS, False), (("ja", "ru", "de"), True), (("ja",), True)):
+        multi_run.main(["--dry-run", "--work-dir", str(tmp_path / "work"), "--no-autocast-bf16", "--stage", "extract",
+                        "--langs", *langs])
+        out = capsys.readouterr().out
+        assert ("built for other languages" in out and "+ apt-get download" in out) == redone, out
+        assert ("outputs exist, skipping" in out) == (not redone), out
+    with pytest.raises(SystemExit, match=r"^error: --langs must be distinct target languages other than en, got ja en"):
+        multi_run.main(["--dry-run", "--work-dir", str(tmp_path / "work"), "--langs", "ja", "en"])
+    with pytest.raises(SystemExit, match=r"^error: this recipe's corpus is en -> mul .*\(got de -> en\)$"):
+        multi_run.main(["--dry-run", "--work-dir", str(tmp_path / "work"), "--no-autocast-bf16", "--src", "de",
+                        "--tgt", "en"])
+
+
+def test_a_tiny_run_end_to_end_scores_every_language(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capfd: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "work"
+    write_tiny_corpus(work / "data")
+    tiny = replace(multi_run.RECIPE, model_args=TINY_MODEL, warmup_updates=5, max_tokens=2048, train_minutes=None,
+                   max_update=None, lr=None, dropout=None, lr_schedule="inverse_sqrt", autocast_bf16=False)
+    monkeypatch.setattr(multi_run, "RECIPE", tiny)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny tensors: more threads only wait for each other
+    cfg = multi_run.main(tiny_argv(work, "--max-update", "6", "--log-format", "simple"))
+    out = capfd.readouterr().out
+    assert "[extract] outputs exist, skipping" in out and "+ fairseq-train" in out and "test chrF" in out
+    result = json.loads((cfg.run_dir / "score-by-language.json").read_text(encoding="utf-8"))
+    assert [(lang, s["sentences"]) for lang, s in result["languages"].items()] == [
+        (lang, TINY_SIZES["test"]) for lang in TINY_LANGS]
+    assert f"macro chrF {result['macro chrF']:.2f}" in out
+    multi_run.main(tiny_argv(work, "--max-update", "6", "--log-format", "simple"))  # resumable: nothing runs again
+    assert capfd.readouterr().out.count("outputs exist, skipping") == 2 + len(pipeline.STAGES)

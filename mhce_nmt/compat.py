@@ -10,9 +10,6 @@
    with --cpu, which torch rejects for CPU modules: `fairseq-train --cpu --distributed-world-size
    2 --distributed-backend gloo` (default --ddp-backend pytorch_ddp) failed before the first
    update. We pass device_ids/output_device only for GPU modules.
-4. Learning-rate schedulers see no clock of fairseq's. The plugin's `linear_budget` decays by
-   training time, so the trainer hands it its own `cumulative_training_time`: the clock of
-   --stop-time-hours (resumes included, averaged over the workers of a distributed run).
 """
 import argparse
 import functools
@@ -87,19 +84,8 @@ def patch_fairseq_cpu_ddp() -> None:
     dfm.DistributedDataParallel = DistributedDataParallel
 
 
-def patch_fairseq_trainer_clock() -> None:
-    """After fairseq's Trainer builds its scheduler, give one that counts time the trainer's clock (4.)."""
-    from fairseq.trainer import Trainer
-
-    build = Trainer._build_optimizer
-    if getattr(build, "_mhce_clock", False):
-        return
-
-    @functools.wraps(build)
-    def build_with_clock(self, *args, **kwargs):
-        build(self, *args, **kwargs)
-        if hasattr(self._lr_scheduler, "use_clock"):
-            self._lr_scheduler.use_clock(self.cumulative_training_time)
-
-    build_with_clock._mhce_clock = True
-    Trainer._build_optimizer = build_with_clock
+def apply_fairseq_fixes() -> None:
+    """Apply fixes 1-3 (each is idempotent)."""
+    allow_fairseq_checkpoints()
+    patch_fairseq_batching()
+    patch_fairseq_cpu_ddp()

@@ -1,6 +1,5 @@
-"""The plugin's measured defaults, as plain functions: no torch, no fairseq, so recipes and scripts
-can read them cheaply (importing ``mhce_nmt.defaults`` still runs ``mhce_nmt/__init__``, which
-imports fairseq).
+"""The option choices and measured defaults that the library and the recipes share: no torch, no
+fairseq (importing ``mhce_nmt.defaults`` imports neither), so recipes and scripts read them cheaply.
 
 The shortlist rule (``recommended_shortlist``), from the LibreOffice de-en records (README, "At 32k"):
 mhe without a shortlist scored 2.63 BLEU below softmax; at 32k mhe with 4,096 ids scored directly
@@ -8,6 +7,17 @@ scored 1.16 BLEU more than with 1,024, at 16k 0.24 less, hence 1,024 below a 24k
 from 24k up; mhp takes 4,096 at every size. mhs has no shortlist.
 """
 from __future__ import annotations
+
+#: --mhce-mode: the factored output layers transformer_mhce builds
+FACTORED_MODES = ("mhp", "mhe", "mhs")
+#: every layer `mhce_nmt.output.build_output_layer` builds (softmax: the plain V-way layer)
+MODES = (*FACTORED_MODES, "softmax")
+#: the modes decoded by keeping the top-G prefixes (--mhe-topk-groups), and that take a shortlist
+COARSE_TO_FINE_MODES = ("mhe", "mhp")
+#: the criterion's --mhce-smoothing: the uniform term over all V ids, or per head
+SMOOTHINGS = ("joint", "per-level")
+#: fused_label_smoothed_cross_entropy's --softmax-kernel (`mhce_nmt.baselines.fused_softmax`)
+SOFTMAX_KERNELS = ("eager", "compile", "torch", "liger", "cce")
 
 # mhe: N below WIDE_VOCAB, WIDE_SHORTLIST from it up; mhp: WIDE_SHORTLIST at every size
 NARROW_SHORTLIST = 1024
@@ -58,7 +68,7 @@ def explain_shortlist(mode: str, vocab_size: int) -> str:
     return f"{size}, the recommended N {side} a {WIDE_VOCAB // 1000}k vocabulary"
 
 # The CPU demo's model (`--arch transformer_mhce_cpu`, and `transformer_cpu` for softmax and adaptive
-# softmax, both registered by mhce_nmt.model): the sizes the LibreOffice recipe trains in its 41 minutes
+# softmax, both registered by mhce_nmt.adapters.model): the sizes the LibreOffice recipe trains in its 41 minutes
 # on 2 CPU cores. fairseq architecture options: a value given on the command line wins.
 CPU_MODEL_SIZES = {
     "encoder_layers": 3, "decoder_layers": 3,

@@ -13,7 +13,8 @@ scores id v (tail id t) with sum_h <D_h[d_h(t)], x> + b_h[d_h(t)] = <e(v), x> + 
 tied softmax over this table, plus a bias. A concatenation would give each digit d / H coordinates and leave
 nothing to tie the heads to; a product is not linear in any one table.
 
-What is shared, by transformer_mhce (model.py), never by this module: `digit_weight` (the D_h,
+What is shared is decided by transformer_mhce (adapters/model.py), which calls
+`tie_heads_to_digit_tables` below: `digit_weight` (the D_h,
 head after head, (sum K, d)) is the MHP heads' weight with --share-decoder-input-output-embed
 (implied by --share-all-embeddings); `shortlist_weight` (S) holds the shortlist's output rows with
 --mhce-tie-shortlist (both index positions, so any layout keeps them in step); with
@@ -35,6 +36,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .codec import LabelCodec, ShortlistCodec
+from .errors import MHCEConfigError
+from .output import FactoredOutput, ShortlistOutput
 
 
 class FactoredEmbedding(nn.Module):
@@ -98,3 +101,15 @@ class PermutedEmbedding(nn.Module):
     def forward(self, ids: Tensor) -> Tensor:
         return self.embedding(self.layout[ids])
 
+
+def tie_heads_to_digit_tables(layer: FactoredOutput, embedding: FactoredEmbedding) -> None:
+    """MHP's heads (sum K, d_out), of the layer or of a shortlist's tail, become the embedding's
+    per-digit tables (sum K, d): one parameter, as fairseq ties its softmax to the embeddings."""
+    heads = (layer.tail if isinstance(layer, ShortlistOutput) else layer).heads
+    if heads.weight.shape != embedding.digit_weight.shape:
+        raise MHCEConfigError(
+            f"--mhce-embeddings factored with --mhce-mode mhp ties the heads to the per-digit input tables of "
+            f"width {embedding.embedding_dim}, but the decoder output dim is {heads.in_features}: set "
+            "--decoder-output-dim equal to --decoder-embed-dim, or drop --share-decoder-input-output-embed "
+            "(--share-all-embeddings).")
+    heads.weight = embedding.digit_weight

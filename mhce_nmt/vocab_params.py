@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from .codec import LabelCodec, ShortlistCodec
-from .embedding import FactoredEmbedding
-from .model import tie_heads_to_digit_tables
+from .embedding import FactoredEmbedding, tie_heads_to_digit_tables
+from .errors import install_excepthook
 from .output import build_output_layer
 
 PAD = 1  # fairseq's padding id
@@ -112,6 +112,7 @@ def table(vocab_sizes: List[int], dims: List[int], shortlist: int) -> str:
 
 
 def main() -> None:
+    install_excepthook()  # a bad size: one line
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vocab-sizes", default="32000,128000,256000")
     parser.add_argument("--dims", default="256,512")

@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mhce_nmt.defaults import COARSE_TO_FINE_MODES, FACTORED_MODES
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 USER_DIR = REPO_ROOT / "mhce_nmt"
-FACTORED_MODES = ("mhe", "mhp", "mhs")
-MODES = (*FACTORED_MODES, "softmax", "adaptive")
-COARSE_TO_FINE_MODES = ("mhe", "mhp")
+#: what a recipe trains: the factored layers, and the softmax baselines fairseq has (softmax, adaptive)
+MODES = ("mhe", "mhp", "mhs", "softmax", "adaptive")
 
 
 @dataclass(frozen=True)

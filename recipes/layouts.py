@@ -33,7 +33,7 @@ import torch
 
 from mhce_nmt.codec import LabelCodec, ShortlistCodec
 from mhce_nmt.compat import allow_fairseq_checkpoints
-from mhce_nmt.errors import MHCEConfigError
+from mhce_nmt.errors import MHCEConfigError, install_excepthook
 from mhce_nmt.layout import check_layout, write_layout
 from recipes.tail_order import (
     MAX_PAIRS, NUM_SPECIALS, balanced_bisection, context_counts, context_vectors, read_dictionary, token_lines,
@@ -205,6 +205,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    install_excepthook()  # a bad checkpoint or option: one line
     args = parse_args(argv)
     if args.command == "kmeans":
         embeddings = output_embeddings(args.checkpoint)

@@ -2,7 +2,7 @@
 
 fairseq refuses to load an optimizer state that another optimizer class saved (an AssertionError
 deep in its trainer). fairseq's ``adam`` and the plugin's ``adam_fused`` take the same update
-(mhce_nmt/optimizer.py), so a run that one of them began resumes with that one: a run interrupted
+(mhce_nmt/training/optimizer.py), so a run that one of them began resumes with that one: a run interrupted
 before the recipe moved to ``adam_fused`` goes on with fairseq's ``adam`` instead of stopping.
 """
 

@@ -21,6 +21,7 @@ import sentencepiece as spm
 JOINER = "\uffed"  # "￭", as in OpenNMT's tokenizer
 WORD_MODEL_TEXT = "mhce_nmt word-level segmenter v1\n"
 _WORD = re.compile(r"\w+|[^\w\s]")
+SPM_MAX_SENTENCES = 2_000_000  # sentencepiece learns from a shuffled sample of at most this many lines
 
 
 class Segmenter(Protocol):
@@ -38,12 +39,16 @@ class SentencePiece:
         self.processor = spm.SentencePieceProcessor(model_file=str(model))
 
     @staticmethod
-    def train(inputs: Iterable[Path], prefix: Path, vocab_size: int, max_sentences: int = 2_000_000) -> Path:
+    def train(inputs: Iterable[Path], prefix: Path, vocab_size: int, max_sentences: int = SPM_MAX_SENTENCES,
+              user_symbols: tuple[str, ...] = ()) -> Path:
         """Train a unigram model on ``inputs`` and return the ``.model`` path.
 
         ``hard_vocab_limit=False`` lets a tiny corpus end below ``vocab_size`` instead of
-        failing; on real data the size is met exactly.
+        failing; on real data the size is met exactly. It learns from a shuffled sample of
+        ``max_sentences`` input lines (all of a smaller corpus); each of ``user_symbols`` is one
+        piece wherever it occurs (sentencepiece's ``user_defined_symbols``).
         """
+        symbols = {"user_defined_symbols": ",".join(user_symbols)} if user_symbols else {}
         spm.SentencePieceTrainer.train(
             input=",".join(str(p) for p in inputs),
             model_prefix=str(prefix),
@@ -55,6 +60,7 @@ class SentencePiece:
             shuffle_input_sentence=True,
             num_threads=4,
             minloglevel=2,
+            **symbols,
         )
         return prefix.with_suffix(".model")
 

@@ -29,7 +29,7 @@ def demo_parameters(data: Path) -> List[torch.nn.Parameter]:
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-    from recipes.pipeline import CPU_MODEL_ARGS
+    from recipes.config import CPU_MODEL_ARGS
 
     args = options.parse_args_and_arch(options.get_training_parser(), [
         str(data), "--task", "translation_mhce", "--arch", "transformer_mhce_cpu", "--mhce-mode", "mhe",

@@ -12,7 +12,7 @@ For every vocabulary size V it times, on the same random decoder states:
               dropout) + the adaptive_loss criterion's computation (one plain CE per cluster,
               summed; adaptive_loss has no label smoothing).
   - softmax-compile / -torch / -liger / -cce: the same Linear(d, V) weight and loss through a fused
-              kernel (mhce_nmt.fused_softmax: torch.compile of the eager loss, torch's
+              kernel (mhce_nmt.baselines.fused_softmax: torch.compile of the eager loss, torch's
               F.linear_cross_entropy, Liger-Kernel, Cut Cross-Entropy). liger and cce need CUDA and
               their packages; cce has no label smoothing, so it runs with eps 0 (its records say so).
               Their decode step is the eager softmax's. Named in --methods only.
@@ -93,6 +93,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
+from mhce_nmt.errors import install_excepthook
 from mhce_nmt.output.grouped import PATHS, forced_path
 
 METHODS = ("softmax", "adaptive", "mhp", "mhe", "mhs")
@@ -177,7 +178,7 @@ class Bench:
                 if tg is not None:
                     loss = loss + F.cross_entropy(lg.float(), tg, reduction="sum")
         elif self.kernel:
-            from mhce_nmt.fused_softmax import linear_smoothed_cross_entropy
+            from mhce_nmt.baselines.fused_softmax import linear_smoothed_cross_entropy
 
             loss = linear_smoothed_cross_entropy(self.x, self.layer.weight, self.y, self.epsilon, -100,
                                                  self.kernel)[0]
@@ -494,6 +495,7 @@ def format_table(records: List[dict]) -> str:
 
 
 def main(argv=None) -> int:
+    install_excepthook()  # a kernel that cannot run here, a bad option: one line
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -501,7 +503,7 @@ def main(argv=None) -> int:
     for method in args.methods:  # a fused kernel that cannot run here: one line, before any timing
         if method in FUSED_METHODS:
             from mhce_nmt.errors import MHCEConfigError
-            from mhce_nmt.fused_softmax import check_kernel
+            from mhce_nmt.baselines.fused_softmax import check_kernel
 
             kernel = method.partition("-")[2]
             try:

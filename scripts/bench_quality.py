@@ -40,7 +40,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from recipes import logs, pipeline
+from recipes import config, logs, pipeline, run_state, runner
 from recipes.commands import train_command
 from recipes.libreoffice_de_en import run as libreoffice
 from recipes.provenance import origin
@@ -121,7 +121,7 @@ def checkpoint_at(checkpoints: Path, updates: int) -> Optional[Path]:
     return found[0] if found else None
 
 
-def train_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Namespace,
+def train_arm(cfg: config.Config, arm: str, run_dir: Path, args: argparse.Namespace,
               while_training: Optional[Callable[[], None]] = None) -> None:
     """Train (or resume) one arm up to --max-update, saving every --interval updates.
 
@@ -132,10 +132,10 @@ def train_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Name
     wanted = range(args.interval, args.max_update + 1, args.interval)
     trained = logs.parse_train_log(checkpoints / "train.log").get("num_updates", 0)
     if all(checkpoint_at(checkpoints, u) for u in wanted) or trained >= args.max_update:
-        pipeline.say(arm, f"trained to {trained} updates already, training skipped")
+        runner.say(arm, f"trained to {trained} updates already, training skipped")
         return
     settings = replace(cfg.train, mode=method)
-    cmd = train_command(cfg.bin, checkpoints, settings, pipeline.target_vocab_size(cfg))
+    cmd = train_command(cfg.bin, checkpoints, settings, run_state.target_vocab_size(cfg))
     cmd += ["--save-interval-updates", str(args.interval), "--keep-interval-updates", "-1", *extra]
     checkpoints.mkdir(parents=True, exist_ok=True)
     attempt = len(list(run_dir.glob("train-*.out")))
@@ -159,7 +159,7 @@ def log_numbers(train_log: Path) -> Dict[str, object]:
             "valid_ppl": logs.valid_ppl_by_update(text)}
 
 
-def decode_checkpoint(cfg: pipeline.Config, method: str, checkpoint: Path, out_dir: Path,
+def decode_checkpoint(cfg: config.Config, method: str, checkpoint: Path, out_dir: Path,
                       topk: str) -> Dict[str, object]:
     """Beam search over the whole test set at cfg's length penalty, desegment in order, sacreBLEU with
     brevity penalty."""
@@ -172,19 +172,19 @@ def decode_checkpoint(cfg: pipeline.Config, method: str, checkpoint: Path, out_d
     }
 
 
-def score_arm(cfg: pipeline.Config, arm: str, run_dir: Path, args: argparse.Namespace,
+def score_arm(cfg: config.Config, arm: str, run_dir: Path, args: argparse.Namespace,
               records: List[Dict[str, object]], save, finished: bool = True) -> None:
     """Decode and score every saved curve checkpoint that has no record at --lenpen yet (`finished`:
     training has ended, so a checkpoint still missing is reported as left out)."""
     method, variant, extra = ARMS[arm]
-    vocab = pipeline.target_vocab_size(cfg)
+    vocab = run_state.target_vocab_size(cfg)
     for updates in range(args.interval, args.max_update + 1, args.interval):
         if point_key(vocab, arm, updates, args) in scored_points(records, args.lenpen):
             continue
         checkpoint = checkpoint_at(run_dir / "checkpoints", updates)
         if checkpoint is None:  # fairseq saves no interval checkpoint at the end of an epoch
             if finished:
-                pipeline.say(arm, f"warning: no checkpoint at update {updates}, that point is left out")
+                runner.say(arm, f"warning: no checkpoint at update {updates}, that point is left out")
             continue
         numbers = log_numbers(run_dir / "checkpoints" / "train.log")  # read now: training may go on
         topk = args.topk_groups if method in ("mhe", "mhp") else "full"
@@ -447,7 +447,7 @@ def recipe_record(summary: Dict[str, object], settings: str) -> Dict[str, object
     suffix = re.sub(r"(?:^|-)s\d+(?=-|$)", "", suffix).strip("-")  # mhe-s4096: the size is read below
     size = re.search(r"shortlist (\d+)", str(summary.get("output", "")))  # 'mhp (shortlist 4096 + heads 110x109)'
     # the records' names: "shortlist" is mhe's N (1,024), another N is named, whatever the mode's default
-    mhe_n = pipeline.default_shortlist(libreoffice.RECIPE, "mhe", libreoffice.RECIPE.vocab_size)
+    mhe_n = config.default_shortlist(libreoffice.RECIPE, "mhe", libreoffice.RECIPE.vocab_size)
     parts = [] if size is None else ["shortlist" + ("" if int(size.group(1)) == mhe_n else size.group(1))]
     parts += ["ctx"] if summary.get("tail_order") == "context" else []  # tail grouped by context
     variant = "+".join(parts + ([suffix] if suffix else []))
@@ -530,8 +530,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     work = cfg.work_dir / (f"quality-{cfg.vocab_tag}" + ("" if tag == DEFAULT_SETTINGS else f"-{tag}"))
     for arm in args.arms:
         run_dir = arm_dir(work, arm)
-        if arm_scored(records, arm, pipeline.target_vocab_size(cfg), args):
-            pipeline.say(arm, f"every point up to {args.max_update} updates has a record in {json_path}, skipped")
+        if arm_scored(records, arm, run_state.target_vocab_size(cfg), args):
+            runner.say(arm, f"every point up to {args.max_update} updates has a record in {json_path}, skipped")
             continue
         during = None
         if args.score_during_training:

@@ -32,7 +32,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from recipes import evaluate, pipeline
+from mhce_nmt.defaults import SOFTMAX_KERNELS
+from recipes import config, evaluate, pipeline, run_state
 from recipes.commands import MODES, train_command
 from recipes.libreoffice_de_en import run as libreoffice
 from recipes.libreoffice_de_en.extract import add_extract_arguments
@@ -42,8 +43,8 @@ from recipes.textfiles import read_lines, write_lines
 REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_METHODS = ("softmax", "adaptive", "mhp", "mhe", "mhs")
-#: softmax trained through a fused linear + loss kernel (mhce_nmt.fused_softmax)
-FUSED_SOFTMAX_METHODS = tuple(f"softmax-{k}" for k in pipeline.SOFTMAX_KERNELS if k != "eager")
+#: softmax trained through a fused linear + loss kernel (mhce_nmt.baselines.fused_softmax)
+FUSED_SOFTMAX_METHODS = tuple(f"softmax-{k}" for k in SOFTMAX_KERNELS if k != "eager")
 #: mhe/mhp with the recipe's frequent-token shortlist at --vocab-size (mhp 4,096 ids; mhe 1,024 below
 #: 24k, 4,096 from 24k up; not run unless named); another size may follow, e.g. mhp+shortlist1024
 SHORTLIST_METHODS = ("mhe+shortlist", "mhp+shortlist")
@@ -56,13 +57,13 @@ BASE_MODEL_ARGS = (
 )
 
 
-def method_settings(cfg: pipeline.Config, method: str) -> pipeline.Config:
+def method_settings(cfg: config.Config, method: str) -> config.Config:
     """cfg for one method: a mode, softmax-KERNEL (softmax through a fused kernel), or
     mhe+shortlist[N] / mhp+shortlist[N] (--mhce-shortlist N, the recipe's N for the mode unless given; run
     directory of its own)."""
     base, _, variant = method.partition("+")
     mode, _, kernel = base.partition("-")
-    size = variant.removeprefix("shortlist") or str(pipeline.default_shortlist(libreoffice.RECIPE, mode, cfg.vocab_size))
+    size = variant.removeprefix("shortlist") or str(config.default_shortlist(libreoffice.RECIPE, mode, cfg.vocab_size))
     shortlist = ("--mhce-shortlist", size) if variant else ()
     return replace(cfg, train=replace(cfg.train, mode=mode, softmax_kernel=kernel or "eager",
                                       shortlist_args=shortlist, shortlist_tag="",  # the method names the run
@@ -88,7 +89,7 @@ def run_measured(cmd: List[str], log: Path) -> Dict[str, float]:
     return {"wall_s": time.perf_counter() - start, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def subset_test(cfg: pipeline.Config, lines: int) -> None:
+def subset_test(cfg: config.Config, lines: int) -> None:
     """Keep the first `lines` test pairs (for --quick)."""
     for lang in cfg.langs:
         path = cfg.data / f"test.{lang}"
@@ -96,14 +97,14 @@ def subset_test(cfg: pipeline.Config, lines: int) -> None:
         write_lines(path, kept)
 
 
-def benchmark_decoding(cfg: pipeline.Config, mode: str, checkpoint: Path, topk: str) -> evaluate.Decoding:
+def benchmark_decoding(cfg: config.Config, mode: str, checkpoint: Path, topk: str) -> evaluate.Decoding:
     """How the benchmarks decode the test set with `checkpoint`: cfg's beam, batch size, device and
     length penalty, and `topk` level-1 groups for mhe/mhp."""
     return evaluate.Decoding(cfg.bin, checkpoint, mode, beam=cfg.beam, batch_size=cfg.batch_size, topk_groups=topk,
                              cpu=cfg.train.cpu, lenpen=cfg.lenpen)
 
 
-def decode_test_set(cfg: pipeline.Config, mode: str, checkpoint: Path, out_dir: Path, topk: str,
+def decode_test_set(cfg: config.Config, mode: str, checkpoint: Path, out_dir: Path, topk: str,
                     run: evaluate.Runner) -> Tuple[Dict[str, object], Dict[str, object]]:
     """Decode the test set with `checkpoint` into `out_dir` (``fairseq-generate`` run by `run`), desegmented
     in order, and score it with sacreBLEU: (the decoding's sizes and speed, the scores), as
@@ -113,12 +114,12 @@ def decode_test_set(cfg: pipeline.Config, mode: str, checkpoint: Path, out_dir: 
     return stats, evaluate.score_files(out_dir / "hyp.txt", cfg.data / f"test.{cfg.tgt}")
 
 
-def decode(cfg: pipeline.Config, method: str, run_dir: Path, topk: str) -> Dict[str, object]:
+def decode(cfg: config.Config, method: str, run_dir: Path, topk: str) -> Dict[str, object]:
     """fairseq-generate on the test set, desegment in order, score with sacreBLEU; with the decoding's
     wall time and peak RSS."""
     method_cfg = method_settings(cfg, method)
     measured: List[Dict[str, float]] = []
-    stats, scores = decode_test_set(cfg, method_cfg.train.mode, pipeline.checkpoint_path(method_cfg),
+    stats, scores = decode_test_set(cfg, method_cfg.train.mode, run_state.checkpoint_path(method_cfg),
                                     run_dir / f"gen-{topk}", topk,
                                     run=lambda cmd, log: measured.append(run_measured(cmd, log)))
     return {
@@ -137,22 +138,22 @@ def device_name() -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def bench_method(cfg: pipeline.Config, method: str, topk: str, exhaustive: bool) -> Dict[str, object]:
+def bench_method(cfg: config.Config, method: str, topk: str, exhaustive: bool) -> Dict[str, object]:
     """Train one method from scratch, then decode and score; one record."""
     method_cfg = method_settings(cfg, method)
     mode = method_cfg.train.mode
     run_dir = method_cfg.run_dir
     shutil.rmtree(run_dir, ignore_errors=True)
     method_cfg.checkpoints.mkdir(parents=True)
-    cmd = train_command(cfg.bin, method_cfg.checkpoints, method_cfg.train, pipeline.target_vocab_size(cfg))
+    cmd = train_command(cfg.bin, method_cfg.checkpoints, method_cfg.train, run_state.target_vocab_size(cfg))
     measured = run_measured(cmd, run_dir / "train.out")
     stats = parse_train_log(method_cfg.checkpoints / "train.log")
     record: Dict[str, object] = {
-        "method": method, "device": device_name(), "vocab": pipeline.target_vocab_size(cfg),
+        "method": method, "device": device_name(), "vocab": run_state.target_vocab_size(cfg),
         "updates": stats.get("num_updates"), "train_words_per_s": stats.get("train_words_per_s"),
         "train_wall_s": round(measured["wall_s"], 1), "train_peak_rss_mb": round(measured["peak_rss_mb"], 1),
         "valid_ppl": stats.get("valid_ppl"), "model_params": stats.get("model_params"),
-        "output_layer_params": pipeline.output_layer_params(pipeline.checkpoint_path(method_cfg)),
+        "output_layer_params": run_state.output_layer_params(run_state.checkpoint_path(method_cfg)),
     }
     record.update(decode(cfg, method, run_dir, topk if mode in ("mhe", "mhp") else "full"))
     if exhaustive and mode == "mhe":
@@ -224,7 +225,7 @@ def plot(records: Sequence[Dict[str, object]], layer_json: Optional[Path], path:
     fig.savefig(path, dpi=120)
 
 
-def recipe_config(args: argparse.Namespace) -> Tuple[pipeline.Config, argparse.Namespace]:
+def recipe_config(args: argparse.Namespace) -> Tuple[config.Config, argparse.Namespace]:
     """The recipe's Config for these benchmark options (device auto-detected), and its parsed options.
 
     The benchmark's own schedule, never the demo's: its lr and dropout, no shortlist (arms that
@@ -240,10 +241,10 @@ def recipe_config(args: argparse.Namespace) -> Tuple[pipeline.Config, argparse.N
                    "--average-last", "0", "--lr-schedule", "inverse_sqrt",
                    "--autocast-bf16" if args.bf16 else "--no-autocast-bf16", "--log-format", "simple", "--no-more"]
     parser_recipe = argparse.ArgumentParser()
-    pipeline.add_arguments(parser_recipe, libreoffice.RECIPE, ("extract",) + pipeline.STAGES)
+    config.add_arguments(parser_recipe, libreoffice.RECIPE, ("extract",) + pipeline.STAGES)
     add_extract_arguments(parser_recipe)
     recipe_args = parser_recipe.parse_args(argv_recipe)
-    cfg = pipeline.config_from_args(recipe_args, libreoffice.RECIPE)
+    cfg = config.config_from_args(recipe_args, libreoffice.RECIPE)
     cfg = replace(cfg, train=replace(cfg.train, model_args=(*cfg.train.model_args, "--optimizer", "adam")))
     if args.model == "base":  # fairseq keeps the last value of a repeated option
         cfg = replace(cfg, train=replace(cfg.train, model_args=(*cfg.train.model_args, *BASE_MODEL_ARGS)))

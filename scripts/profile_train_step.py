@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from recipes import pipeline
 from recipes.commands import TrainSettings, train_command
+from recipes.config import default_shortlist
 from recipes.libreoffice_de_en.run import RECIPE
 from recipes.provenance import origin
 
@@ -110,7 +110,7 @@ def label_output_layer(model, criterion) -> None:
                 return fn(*args, **kwargs)
         return wrapper
 
-    from mhce_nmt import criterion as mhce_criterion
+    from mhce_nmt.adapters import criterion as mhce_criterion
 
     if not isinstance(criterion, mhce_criterion.MHCECrossEntropyCriterion):  # fairseq's own criteria
         model.decoder.output_layer = labelled(model.decoder.output_layer)
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     configurations = []
     with tempfile.TemporaryDirectory() as save_dir:
         for method in args.methods:
-            shortlist = args.shortlist if args.shortlist is not None else pipeline.default_shortlist(RECIPE, method, vocab)
+            shortlist = args.shortlist if args.shortlist is not None else default_shortlist(RECIPE, method, vocab)
             for precision in args.precisions:
                 settings = recipe_settings(method, precision, shortlist, args.max_tokens, args.seed)
                 command = train_command(args.data, Path(save_dir), settings, vocab)

@@ -1,10 +1,10 @@
-"""Session fixtures: one fairseq command server, one toy corpus binarised once, tiny models
-trained once per configuration (two at a time)."""
+"""Session fixtures: one fairseq command server, one toy corpus binarised once, tiny models trained
+once per configuration, only those the selected tests declare (@pytest.mark.trains), two at a time."""
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, Iterator
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 import torch
@@ -48,10 +48,35 @@ def toy_bin(tmp_path_factory, cli) -> Path:
     return preprocess(root / "raw", root / "bin", cli.run)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "trains(*names): the tiny models (MODEL_CONFIGS) a test gets from `trained`")
+
+
+def declared_models(item: pytest.Item) -> List[str]:
+    """The MODEL_CONFIGS names a test declares with @pytest.mark.trains (module-level pytestmark too)."""
+    names = [name for marker in item.iter_markers("trains") for name in marker.args]
+    unknown = sorted(set(names) - set(MODEL_CONFIGS))
+    if unknown:
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.trains names unknown models {unknown}")
+    return names
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: List[pytest.Item]) -> None:
+    """Remember which tiny models the selected tests need, so that only those are trained."""
+    needed: Dict[str, None] = {}
+    for item in items:
+        if "trained" in getattr(item, "fixturenames", ()):
+            needed.update(dict.fromkeys(declared_models(item)))
+    config.stash[NEEDED_MODELS] = list(needed)
+
+
+NEEDED_MODELS = pytest.StashKey[List[str]]()
+
+
 @pytest.fixture(scope="session")
-def trained(toy_bin, tmp_path_factory, cli) -> Iterator[Callable[[str], Dict]]:
-    """trained(name) -> {'ckpt': path, 'log': train output}. The first call starts every
-    configuration, the asked one first, two at a time (each command runs on one thread)."""
+def model_pool(toy_bin, tmp_path_factory, cli, pytestconfig) -> Iterator[Callable[[str], Dict]]:
+    """pool(name) -> {'ckpt': path, 'log': train output}. The first call starts every model the
+    selected tests declare (the asked one first), two at a time (each command runs on one thread)."""
     jobs: Dict[str, Future] = {}
 
     def train(name: str) -> Dict:
@@ -62,9 +87,24 @@ def trained(toy_bin, tmp_path_factory, cli) -> Iterator[Callable[[str], Dict]]:
 
     with ThreadPoolExecutor(2) as pool:
         def get(name: str) -> Dict:
-            if not jobs:
-                for n in [name] + [n for n in MODEL_CONFIGS if n != name]:
+            if name not in jobs:
+                for n in [name] + [n for n in pytestconfig.stash.get(NEEDED_MODELS, []) if n not in jobs]:
                     jobs[n] = pool.submit(train, n)
             return jobs[name].result()
 
         yield get
+
+
+@pytest.fixture
+def trained(model_pool, request) -> Callable[[str], Dict]:
+    """trained(name) -> {'ckpt': path, 'log': train output} for a model the test declares with
+    @pytest.mark.trains(name), trained once per session."""
+    declared = declared_models(request.node)
+
+    def get(name: str) -> Dict:
+        if name not in declared:
+            raise pytest.UsageError(f"{request.node.nodeid} uses trained({name!r}): declare it with "
+                                    f"@pytest.mark.trains({name!r})")
+        return model_pool(name)
+
+    return get

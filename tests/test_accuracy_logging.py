@@ -15,9 +15,11 @@ import torch
 from fairseq.logging import metrics
 
 import mhce_nmt  # noqa: F401
-from mhce_nmt.criterion import MHCECrossEntropyCriterion
+from mhce_nmt.adapters.criterion import MHCECrossEntropyCriterion
 from reference import mixed_radix_digits
 from toy import build_in_process, load_trained
+
+pytestmark = pytest.mark.trains("mhe2", "mhe3")
 
 
 def brute_force_correct(lprobs: torch.Tensor, target: torch.Tensor, sizes: List[int]) -> Dict[str, int]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from fairseq.optim.fp16_optimizer import FP16Optimizer, MemoryEfficientFP16Optimizer
 
-from mhce_nmt import autocast
+from mhce_nmt.training import autocast
 from mhce_nmt.errors import MHCEConfigError
 
 from toy import PLUGIN, run_stock_train, train_args, train_losses
@@ -100,7 +100,7 @@ def test_the_task_step_runs_the_forward_under_autocast_even_inside_fairseqs_own(
     CPU autocast here, it would switch an outer autocast off. The forward must still be bf16."""
     from types import SimpleNamespace
 
-    from mhce_nmt.task import TranslationMHCETask
+    from mhce_nmt.adapters.task import TranslationMHCETask
 
     monkeypatch.setattr(torch.cuda.amp, "autocast", lambda enabled=True, **kw: torch.autocast("cpu", enabled=enabled))
     task = object.__new__(TranslationMHCETask)

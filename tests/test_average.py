@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipes import pipeline
+from recipes import config, pipeline, textfiles
 from recipes.average import average_checkpoints, newest_checkpoints
 from tiny_recipe import TINY_MODEL, write_data
 
@@ -61,7 +61,7 @@ def test_averaged_checkpoint_leaves_the_optimizer_state_out(tmp_path: Path):
 def test_pipeline_decodes_the_mean_of_the_last_checkpoints(tmp_path: Path, capfd):
     work = tmp_path / "work"
     write_data(work)
-    recipe = pipeline.Recipe(name="tiny", src="de", tgt="en", work_dir=work, model_args=TINY_MODEL,
+    recipe = config.Recipe(name="tiny", src="de", tgt="en", work_dir=work, model_args=TINY_MODEL,
                              vocab_size=120, warmup_updates=5, max_tokens=2048)
     cfg = pipeline.main(recipe, ["--mode", "mhe", "--max-update", "6", "--workers", "1", "--log-format", "simple",
                                  "--average-last", "2", "--average-interval", "2"])
@@ -77,7 +77,7 @@ def test_pipeline_decodes_the_mean_of_the_last_checkpoints(tmp_path: Path, capfd
         assert torch.allclose(tensor, expected.to(tensor.dtype)), name
     assert "checkpoint_avg.pt" in out.split("Translate your own sentences")[1]
     assert "decoded checkpoint" in out and f"checkpoint_avg.pt (mean of {first}, checkpoint_last.pt)" in out
-    assert len(pipeline.read_lines(cfg.run_dir / "gen" / "hyp.txt")) == 40
+    assert len(textfiles.read_lines(cfg.run_dir / "gen" / "hyp.txt")) == 40
     with pytest.raises(SystemExit, match="--average-last must be >= 0"):
         pipeline.main(recipe, ["--average-last", "-1"])
     # decoding another checkpoint than training wrote is one clear line, not fairseq's traceback

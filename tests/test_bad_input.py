@@ -216,7 +216,7 @@ def test_overriding_the_stored_heads_is_a_clear_mismatch(runs):
 def test_checkpoint_config_holds_the_resolved_codec(runs):
     import torch
 
-    import mhce_nmt  # noqa: F401  (allow-lists the checkpoint's Namespace)
+    import fairseq, mhce_nmt  # noqa: F401, E401  (registered: the checkpoint's Namespace allow-listed)
 
     state = torch.load(runs["ckpt"])
     model_cfg = state["cfg"]["model"]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from recipes import pipeline
+from recipes import config
+from recipes.summary import record_origin
 from scripts import bench_quality as bench
 
 REPO = Path(__file__).resolve().parents[1]
@@ -190,11 +191,10 @@ def test_merge_keeps_one_record_per_point_and_valid_curves_read_train_logs(
 
 
 def test_benchmarks_keep_their_schedule_whatever_the_demo_uses(tmp_path: Path):
-    from recipes import pipeline
     from recipes.libreoffice_de_en import run as libreoffice
 
     assert libreoffice.RECIPE.lr_schedule == "linear-budget"  # the demo's choice
-    assert pipeline.default_shortlist(libreoffice.RECIPE, "mhe", libreoffice.RECIPE.vocab_size) == 1024
+    assert config.default_shortlist(libreoffice.RECIPE, "mhe", libreoffice.RECIPE.vocab_size) == 1024
     namespace = __import__("argparse").Namespace(
         work_dir=tmp_path, vocab_size=16000, max_update=100, warmup_updates=1000, max_tokens=4096, seed=1,
         train_minutes=0, batch_size=64, bf16=False, model="small", lr=1e-3, dropout=0.2, lenpen=1.0)
@@ -203,7 +203,7 @@ def test_benchmarks_keep_their_schedule_whatever_the_demo_uses(tmp_path: Path):
     assert {"polynomial_decay", "linear_budget"}.isdisjoint(cfg.train.model_args)  # inverse_sqrt, whatever the demo uses
     words = list(cfg.train.model_args)
     assert words[len(words) - 1 - words[::-1].index("--lr") + 1] == "0.001"
-    assert "adam_fused" in pipeline.CPU_MODEL_ARGS  # the demo's optimizer; the records were measured with adam
+    assert "adam_fused" in config.CPU_MODEL_ARGS  # the demo's optimizer; the records were measured with adam
     assert words[len(words) - 1 - words[::-1].index("--optimizer") + 1] == "adam"
 
 
@@ -218,7 +218,7 @@ def test_recipe_summaries_become_records_with_their_length_penalty(tmp_path: Pat
                 "valid_ppl": 13.1, "decode_sentences_per_s": 40.0, "decode_tokens_per_s": 800.0, "beam": 5,
                 "lenpen": lenpen, "bleu": bleu, "bleu_signature": "nrefs:1|tok:13a", "bleu_detail": "BLEU = ...",
                 "bp": 0.99, "hyp_ref_ratio": 0.99, "chrf": 52.0, "output": output, "valid_bleu": bleu + 1,
-                **pipeline.record_origin([ORIGIN], {**ORIGIN, "command": "fairseq-generate data"})}
+                **record_origin([ORIGIN], {**ORIGIN, "command": "fairseq-generate data"})}
     files = []
     for i, (mode, output, bleu, lenpen) in enumerate((
             ("softmax", "softmax", 28.0, 1.0), ("mhe", "mhe (shortlist 1024 + heads 123x122)", 27.8, 1.0),
@@ -281,11 +281,11 @@ def test_records_and_summaries_without_a_commit_are_refused(tmp_path: Path):
 
 def test_a_resumed_run_names_every_commit_that_trained_it():
     second = {**ORIGIN, "commit": "4567def", "dirty": True, "command": "fairseq-train data --seed 1 --resume"}
-    fields = pipeline.record_origin([ORIGIN, second, ORIGIN], None)
+    fields = record_origin([ORIGIN, second, ORIGIN], None)
     assert (fields["commit"], fields["dirty"], fields["command"], fields["train_attempts"]) == (
         "0123abc,4567def", True, "fairseq-train data --seed 1", 3)
-    assert "decode_commit" not in fields and pipeline.record_origin([], None) == {}
-    assert pipeline.record_origin([], ORIGIN) == {"decode_commit": "0123abc", "decode_dirty": False,
+    assert "decode_commit" not in fields and record_origin([], None) == {}
+    assert record_origin([], ORIGIN) == {"decode_commit": "0123abc", "decode_dirty": False,
                                                   "decode_command": "fairseq-train data --seed 1"}
 
 

@@ -12,6 +12,8 @@ import torch
 
 from toy import CLI_ENV, PLUGIN, REPO, bleu, generate, hypotheses, train_losses
 
+pytestmark = pytest.mark.trains("mhe2", "mhp2", "mhe3")
+
 N_TEST = 60
 
 
@@ -91,8 +93,8 @@ def test_hub_translate(trained, toy_bin):
     ckpt = trained("mhe2")["ckpt"]
     script = textwrap.dedent(f"""
         import mhce_nmt
-        from mhce_nmt.model import TransformerMHCEModel
-        from mhce_nmt.generator import MHCESequenceGenerator
+        from mhce_nmt.adapters.model import TransformerMHCEModel
+        from mhce_nmt.adapters.generator import MHCESequenceGenerator
         hub = TransformerMHCEModel.from_pretrained({str(ckpt.parent)!r}, checkpoint_file={ckpt.name!r},
             data_name_or_path={str(toy_bin)!r}, task="translation_mhce", mhe_topk_groups="4",
             source_lang="src", target_lang="tgt")
@@ -106,19 +108,20 @@ def test_hub_translate(trained, toy_bin):
 
 
 def test_checkpoints_load_with_weights_only_default(trained):
-    """torch >= 2.6 rejects fairseq checkpoints unless the plugin allow-lists their globals."""
+    """torch >= 2.6 rejects fairseq checkpoints unless the plugin allow-lists their globals, which it
+    does where it registers with fairseq (the core alone changes nothing in torch)."""
     ckpt = str(trained("mhe2")["ckpt"])
     bare = subprocess.run([sys.executable, "-c", f"import torch; torch.load({ckpt!r})"],
                           env=CLI_ENV, capture_output=True, text=True)
     if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 6):
         assert bare.returncode != 0 and "argparse.Namespace" in bare.stderr
-    plugin = subprocess.run([sys.executable, "-c", f"import mhce_nmt, torch; torch.load({ckpt!r})"],
+    plugin = subprocess.run([sys.executable, "-c", f"import mhce_nmt, fairseq, torch; torch.load({ckpt!r})"],
                             env=CLI_ENV, capture_output=True, text=True)
     assert plugin.returncode == 0, plugin.stderr[-2000:]
 
 
 def test_checkpoint_stores_the_codec(trained):
-    import mhce_nmt  # noqa: F401  (allow-list)
+    import fairseq, mhce_nmt  # noqa: F401, E401  (registered: fairseq's checkpoint globals allow-listed)
 
     state = torch.load(trained("mhe3")["ckpt"])
     model_args = state["cfg"]["model"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes import pipeline
+from recipes import config
 from recipes.commands import train_command
 from recipes.libreoffice_de_en import run as libreoffice
 from tiny_recipe import recipe_config
@@ -40,7 +40,7 @@ def test_the_cpu_sizes_are_defined_once():
 
     assert {name: CPU_MODEL_SIZES.get(name, SIZES[name.replace("decoder", "encoder")]) for name in SIZES} == SIZES
     assert CPU_MODEL_SIZES["dropout"] == 0.2 and "decoder_embed_dim" not in CPU_MODEL_SIZES  # the encoder's decide
-    assert not any(flag.replace("-", "_").strip("_") in CPU_MODEL_SIZES for flag in pipeline.CPU_MODEL_ARGS)
+    assert not any(flag.replace("-", "_").strip("_") in CPU_MODEL_SIZES for flag in config.CPU_MODEL_ARGS)
 
 
 def test_a_wider_encoder_takes_the_decoder_along():

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from mhce_nmt import cpu_runtime
-from mhce_nmt.autocast import cpu_has_native_bf16
+from mhce_nmt.training import cpu_runtime
+from mhce_nmt.training.autocast import cpu_has_native_bf16
 
 from toy import CLI_ENV, train_args
 
@@ -57,7 +57,7 @@ def run_script(script: str, tune: bool) -> str:
 
 MALLOC_ACCOUNTING = """
     import ctypes, torch
-    from mhce_nmt import cpu_runtime
+    from mhce_nmt.training import cpu_runtime
     class MallInfo2(ctypes.Structure):  # glibc >= 2.33
         _fields_ = [(name, ctypes.c_size_t) for name in (
             "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
@@ -91,7 +91,7 @@ def test_freed_tensor_memory_is_kept_for_reuse_once_malloc_is_tuned():
 
 SHAPE_SWEEPS = """
     import os, torch
-    from mhce_nmt import cpu_runtime
+    from mhce_nmt.training import cpu_runtime
     torch.nn.functional.linear(torch.randn(8, 512), torch.randn(256, 512))  # fp32 first, as before training
     if TUNE:
         cpu_runtime.widen_onednn_cache(os.environ)

@@ -55,7 +55,7 @@ def data5000(tmp_path_factory) -> Path:
 
 
 def test_model_without_shortlist_option_gets_the_recommended_n(data5000, caplog):
-    with caplog.at_level(logging.INFO, logger="mhce_nmt.model"):
+    with caplog.at_level(logging.INFO, logger="mhce_nmt.adapters.model"):
         config, codec = build(data5000, ["--mhce-mode", "mhe"])
     assert codec.shortlist == 1024 and config.mhce_shortlist == 1024  # stored as the resolved N
     lines = [r.getMessage() for r in caplog.records if "--mhce-shortlist not given" in r.getMessage()]
@@ -77,7 +77,7 @@ def test_a_stored_config_keeps_its_n():
     holds a built codec (mhce_vocab_size) and no N at all keeps none."""
     from argparse import Namespace
 
-    from mhce_nmt.model import resolve_shortlist
+    from mhce_nmt.adapters.model import resolve_shortlist
 
     assert resolve_shortlist(Namespace(mhce_mode="mhe", mhce_shortlist=0, mhce_vocab_size=5000), 5000) == 0
     stored = Namespace(mhce_mode="mhe", mhce_vocab_size=5000)

@@ -32,7 +32,7 @@ from mhce_nmt.codec import LabelCodec, ShortlistCodec
 from mhce_nmt.embedding import FactoredEmbedding, PermutedEmbedding
 from mhce_nmt.errors import MHCEConfigError
 from mhce_nmt.layout import write_layout
-from mhce_nmt.model import check_embedding_state, validate_args
+from mhce_nmt.adapters.model import check_embedding_state, validate_args
 from clear_errors import assert_one_clear_line
 from reference import mixed_radix_digits
 from toy import CLI_ENV, PLUGIN, REPO, bleu, build_in_process, hypotheses, train_args, write_copy_corpus
@@ -299,7 +299,7 @@ def test_tie_shortlist_ties_the_factored_shortlist_rows_under_any_layout(toy_bin
      "only the shortlist's output rows are tied"),
 ], ids=["mhp", "mhe", "mhe-tie-shortlist"])
 def test_share_all_embeddings_says_what_stays_untied(toy_bin, caplog, extra, warned):
-    caplog.set_level(logging.WARNING, logger="mhce_nmt.model")
+    caplog.set_level(logging.WARNING, logger="mhce_nmt.adapters.model")
     build_in_process(toy_bin, [*FACTORED, *extra])
     messages = [r.getMessage() for r in caplog.records if "--share-all-embeddings with" in r.getMessage()]
     if warned is None:
@@ -401,7 +401,7 @@ def test_generate_interactive_and_hub_agree(runs, toy_bin):
     ckpt = runs["ckpt"]
     script = textwrap.dedent(f"""
         import mhce_nmt
-        from mhce_nmt.model import TransformerMHCEModel
+        from mhce_nmt.adapters.model import TransformerMHCEModel
         hub = TransformerMHCEModel.from_pretrained({str(ckpt.parent)!r}, checkpoint_file={ckpt.name!r},
             data_name_or_path={str(toy_bin)!r}, task="translation_mhce", source_lang="src", target_lang="tgt")
         for line in hub.translate({runs["lines"]!r}, beam=5):

@@ -83,7 +83,7 @@ def test_a_loaded_fairseq_adam_state_keeps_the_fused_kernel() -> None:
 
 def test_bad_betas_are_one_clear_error() -> None:
     from mhce_nmt.errors import MHCEConfigError
-    from mhce_nmt.optimizer import parse_betas
+    from mhce_nmt.training.optimizer import parse_betas
 
     assert parse_betas("(0.9, 0.98)") == (0.9, 0.98)
     for text in ("0.9", "(0.9,1.5)", "(a,b)"):

@@ -10,7 +10,7 @@ import torch
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 
 from mhce_nmt.errors import MHCEConfigError
-from mhce_nmt.fused_softmax import check_kernel, linear_smoothed_cross_entropy, torch_smoothing
+from mhce_nmt.baselines.fused_softmax import check_kernel, linear_smoothed_cross_entropy, torch_smoothing
 
 from toy import PLUGIN, run_stock_train, train_losses
 
@@ -134,8 +134,3 @@ def test_fused_criterion_refuses_a_factored_model(toy_bin, tmp_path, cli):
     assert "Traceback" not in proc.stderr
 
 
-def test_recipe_offers_exactly_the_kernels_the_module_has():
-    from recipes import pipeline
-    from mhce_nmt.fused_softmax import KERNELS
-
-    assert pipeline.SOFTMAX_KERNELS == KERNELS

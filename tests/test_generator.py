@@ -10,8 +10,10 @@ from fairseq.sequence_generator import SequenceGenerator
 
 import mhce_nmt  # noqa: F401
 from mhce_nmt.errors import MHCEConfigError
-from mhce_nmt.generator import MHCESequenceGenerator
-from mhce_nmt.task import parse_topk_groups
+from mhce_nmt.adapters.generator import MHCESequenceGenerator
+from mhce_nmt.adapters.task import parse_topk_groups
+
+pytestmark = pytest.mark.trains("mhe2", "mhe3", "mhp2", "mhe2_seed2", "mhe2_short", "mhp2_short", "mhs")
 
 
 def load(trained, toy_bin, *names):

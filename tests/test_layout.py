@@ -19,7 +19,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_l
 
 from mhce_nmt.errors import MHCEConfigError
 from mhce_nmt.layout import LayoutError, identity_layout, inverse_layout, read_layout, write_layout
-from mhce_nmt.model import check_layout_keeps_tied_rows, validate_args
+from mhce_nmt.adapters.model import check_layout_keeps_tied_rows, validate_args
 from mhce_nmt.output import PermutedOutput, factored_loss
 from clear_errors import assert_one_clear_line
 from layer_builders import codec_of, inputs, make, make_shortlist
@@ -309,7 +309,7 @@ def test_coarse_to_fine_decoding_with_a_layout_equals_fairseqs_generator(runs, t
     from fairseq import checkpoint_utils
     from fairseq.sequence_generator import SequenceGenerator
 
-    from mhce_nmt.generator import MHCESequenceGenerator
+    from mhce_nmt.adapters.generator import MHCESequenceGenerator
 
     ckpt = runs["root"] / "model" / "checkpoint_last.pt"
     models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)], arg_overrides={"data": str(toy_bin)})

@@ -10,6 +10,8 @@ import torch
 from scripts import length_diagnostics as diag
 from toy import PLUGIN
 
+pytestmark = pytest.mark.trains("mhe2")
+
 EOS, PAD = 2, 1
 
 

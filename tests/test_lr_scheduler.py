@@ -13,7 +13,7 @@ from fairseq.optim.lr_scheduler.polynomial_decay_schedule import (
     PolynomialDecayLRSchedule, PolynomialDecayLRScheduleConfig)
 
 from mhce_nmt.errors import MHCEConfigError
-from mhce_nmt.lr_scheduler import LinearBudgetConfig, LinearBudgetSchedule
+from mhce_nmt.training.lr_scheduler import LinearBudgetConfig, LinearBudgetSchedule
 from clear_errors import assert_one_clear_line
 from toy import train_args
 
@@ -113,7 +113,7 @@ def test_a_resume_continues_the_same_line() -> None:
 
 def test_fairseqs_trainer_hands_the_schedule_its_clock(toy_bin) -> None:
     """The scheduler fairseq's Trainer builds reads the trainer's cumulative training time, resumed
-    time included (mhce_nmt.compat.patch_fairseq_trainer_clock)."""
+    time included (mhce_nmt.training.lr_scheduler.use_trainer_clock)."""
     import mhce_nmt  # noqa: F401
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf

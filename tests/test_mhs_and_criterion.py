@@ -9,9 +9,11 @@ import torch
 from fairseq.models.transformer import TransformerModel
 
 import mhce_nmt  # noqa: F401
-from mhce_nmt.criterion import MHCECrossEntropyCriterion
+from mhce_nmt.adapters.criterion import MHCECrossEntropyCriterion
 from mhce_nmt.errors import MHCEConfigError
 from toy import bleu, generate, load_trained, train_losses
+
+pytestmark = pytest.mark.trains("mhs", "mhe2", "mhe3", "mhp2")
 
 
 def test_mhs_checkpoint_is_a_stock_transformer(trained, toy_bin):

@@ -11,6 +11,8 @@ import torch
 from scripts import nll_breakdown as nb
 from toy import PLUGIN
 
+pytestmark = pytest.mark.trains("mhe2_short")
+
 PAD = 1
 
 

@@ -21,9 +21,11 @@ from fairseq.sequence_generator import SequenceGeneratorWithAlignment
 from fairseq.sequence_scorer import SequenceScorer
 
 import mhce_nmt  # noqa: F401
-from mhce_nmt.criterion import MHCECrossEntropyCriterion
-from mhce_nmt.generator import MHCESequenceGenerator
+from mhce_nmt.adapters.criterion import MHCECrossEntropyCriterion
+from mhce_nmt.adapters.generator import MHCESequenceGenerator
 from toy import build_in_process, generate, hypotheses, train_args
+
+pytestmark = pytest.mark.trains("mhe2", "mhs")
 
 SHARE_ALL_WARNING = "--share-all-embeddings with --mhce-mode"
 ALIGNMENT_WARNING = "--print-alignment: coarse-to-fine decoding computes no alignments"
@@ -47,9 +49,9 @@ def warnings_from(caplog, logger: str):
         "mhp-shortlist-only-tied"])
 def test_share_all_embeddings_warns_when_the_output_stays_untied(toy_bin, caplog, extra, warned,
                                                                  output_tied):
-    caplog.set_level(logging.WARNING, logger="mhce_nmt.model")
+    caplog.set_level(logging.WARNING, logger="mhce_nmt.adapters.model")
     _task, model, _criterion, _sample = build_in_process(toy_bin, extra)
-    messages = [m for m in warnings_from(caplog, "mhce_nmt.model") if SHARE_ALL_WARNING in m]
+    messages = [m for m in warnings_from(caplog, "mhce_nmt.adapters.model") if SHARE_ALL_WARNING in m]
     assert len(messages) == int(warned), messages
     if "--mhce-tie-shortlist" in extra:  # says what is tied instead of suggesting another option
         assert "only the shortlist's output rows are tied" in messages[0], messages[0]
@@ -82,10 +84,10 @@ def load(trained, toy_bin, name):
 ], ids=["alignment", "score-reference", "plain"])
 def test_print_alignment_falls_back_with_a_warning(trained, toy_bin, caplog, args, generator, warned):
     models, task = load(trained, toy_bin, "mhe2")
-    caplog.set_level(logging.WARNING, logger="mhce_nmt.task")
+    caplog.set_level(logging.WARNING, logger="mhce_nmt.adapters.task")
     gen = task.build_generator(models, argparse.Namespace(**args))
     assert type(gen) is generator
-    messages = [m for m in warnings_from(caplog, "mhce_nmt.task") if ALIGNMENT_WARNING in m]
+    messages = [m for m in warnings_from(caplog, "mhce_nmt.adapters.task") if ALIGNMENT_WARNING in m]
     assert len(messages) == int(warned), messages
 
 

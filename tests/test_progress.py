@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from recipes.pipeline import run
+from recipes.runner import run
 from recipes.progress import TrainProgress
 
 INNER = ("epoch 002:     97 / 213 loss=8.653, nll_loss=7.754, total=3097.6, n_correct=736.6, ppl={ppl}, "

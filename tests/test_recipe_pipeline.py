@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mhce_nmt import autocast
-from recipes import pipeline
+from mhce_nmt.training import autocast
+from recipes import config, pipeline, run_state, runner, textfiles
 from recipes.commands import USER_DIR, TrainSettings, adaptive_cutoffs, generate_command, mhce_arch, train_command
 from recipes.iwslt14_de_en import run as iwslt14
 from recipes.libreoffice_de_en import run as libreoffice
@@ -35,7 +35,7 @@ MODES = ["mhe", "softmax"]
 def test_pipeline_end_to_end(tmp_path: Path, mode: str, capfd: pytest.CaptureFixture[str]) -> None:
     work = tmp_path / "work"
     write_data(work)
-    recipe = pipeline.Recipe(name="tiny", src="de", tgt="en", work_dir=work, model_args=TINY_MODEL,
+    recipe = config.Recipe(name="tiny", src="de", tgt="en", work_dir=work, model_args=TINY_MODEL,
                              vocab_size=120, warmup_updates=5, max_tokens=2048)
     argv = ["--mode", mode, "--max-update", "6", "--workers", "1", "--log-format", "simple"]
     cfg = pipeline.main(recipe, argv)
@@ -51,7 +51,7 @@ def test_pipeline_end_to_end(tmp_path: Path, mode: str, capfd: pytest.CaptureFix
         assert proc.returncode == 0, proc.stderr[-3000:]
         detok = [line.split("\t")[2] for line in proc.stdout.splitlines() if line.startswith("D-")]
         assert len(detok) == 1 and "\u2581" not in detok[0]  # raw text out: no sentencepiece marks
-    hyps = pipeline.read_lines(cfg.run_dir / "gen" / "hyp.txt")
+    hyps = textfiles.read_lines(cfg.run_dir / "gen" / "hyp.txt")
     assert len(hyps) == 40
     train = json.loads((cfg.run_dir / "train.json").read_text())
     assert train["num_updates"] == 6 and train["model_params"] > 0
@@ -76,7 +76,7 @@ def test_pipeline_end_to_end(tmp_path: Path, mode: str, capfd: pytest.CaptureFix
     pipeline.main(recipe, [*argv, "--autocast-bf16"])
     assert json.loads((cfg.run_dir / "summary.json").read_text())["precision"] == "fp32"
     # the origin of the training and of the decoding, and the validation decode beside the test's
-    (origin,) = pipeline.read_origins(cfg.run_dir / "train-origins.jsonl")
+    (origin,) = runner.read_origins(cfg.run_dir / "train-origins.jsonl")
     assert origin["command"].startswith("fairseq-train") and origin["commit"] and origin["threads"] >= 1
     assert (summary["commit"], summary["command"]) == (origin["commit"], origin["command"])
     assert summary["decode_command"].startswith("fairseq-generate") and "--gen-subset test" in summary["decode_command"]
@@ -100,9 +100,9 @@ def test_invocation_is_the_command_that_ran_the_recipe(monkeypatch: pytest.Monke
     main.__spec__ = find_spec("recipes.libreoffice_de_en.run")
     monkeypatch.setitem(sys.modules, "__main__", main)
     monkeypatch.setattr(sys, "argv", [libreoffice.__file__, "--mode", "softmax"])
-    assert pipeline.invocation().split()[1:] == ["-m", "recipes.libreoffice_de_en.run", "--mode", "softmax"]
+    assert runner.invocation().split()[1:] == ["-m", "recipes.libreoffice_de_en.run", "--mode", "softmax"]
     main.__spec__ = None
-    assert pipeline.invocation().split()[1:] == [libreoffice.__file__, "--mode", "softmax"]
+    assert runner.invocation().split()[1:] == [libreoffice.__file__, "--mode", "softmax"]
 
 
 def test_word_level_round_trip() -> None:
@@ -114,7 +114,7 @@ def test_word_level_round_trip() -> None:
 
 
 def test_train_commands_per_mode() -> None:
-    settings = TrainSettings(mode="mhe", model_args=pipeline.CPU_MODEL_ARGS, max_update=100)
+    settings = TrainSettings(mode="mhe", model_args=config.CPU_MODEL_ARGS, max_update=100)
     mhe = train_command(Path("/b"), Path("/c"), settings, 16000)
     assert mhe[:14] == ["fairseq-train", "/b", "--user-dir", str(USER_DIR), "--task", "translation_mhce",
                         "--arch", "transformer_mhce", "--mhce-mode", "mhe", "--criterion",
@@ -212,7 +212,7 @@ def last_value(cmd: list[str], option: str) -> str:
 
 
 def test_learning_rate_dropout_and_shortlist_reach_fairseq_train(tmp_path: Path) -> None:
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, lr=2e-3, dropout=0.1,
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, lr=2e-3, dropout=0.1,
                              mhce_shortlist=1024)
     mhe = recipe_config(recipe, ["--mode", "mhe"])
     cmd = train_command(mhe.bin, mhe.checkpoints, mhe.train, 16000)
@@ -224,14 +224,14 @@ def test_learning_rate_dropout_and_shortlist_reach_fairseq_train(tmp_path: Path)
     assert last_value(cmd, "--mhce-shortlist") == "0"  # said: the plugin's own default is a shortlist
     softmax = recipe_config(recipe, ["--mode", "softmax"])  # the recipe's shortlist is for mhe/mhp only
     assert "--mhce-shortlist" not in train_command(softmax.bin, softmax.checkpoints, softmax.train, 16000)
-    plain = recipe_config(pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path), ["--mode", "mhe"])
+    plain = recipe_config(config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path), ["--mode", "mhe"])
     cmd = train_command(plain.bin, plain.checkpoints, plain.train, 16000)
     assert last_value(cmd, "--lr") == "1e-3" and "--dropout" not in cmd  # model_args' lr, the architecture's 0.2
 
 
 @pytest.mark.parametrize("mode", ["softmax", "adaptive", "mhs"])
 def test_shortlist_for_other_output_layers_is_refused(tmp_path: Path, mode: str, capsys) -> None:
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
     with pytest.raises(SystemExit, match=f"--mhce-shortlist applies to --mode mhe or mhp, not {mode}"):
         recipe_config(recipe, ["--mode", mode, "--mhce-shortlist", "512"])
 
@@ -241,7 +241,7 @@ def test_fairseq_itself_keeps_the_last_lr_and_dropout(tmp_path: Path) -> None:
     import mhce_nmt  # noqa: F401  (registers the plugin's architectures)
     from fairseq import options
 
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, lr=2e-3, dropout=0.1,
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, lr=2e-3, dropout=0.1,
                              mhce_shortlist=64, lr_schedule="linear", max_update=1500)
     cfg = recipe_config(recipe, ["--mode", "mhe"])
     cmd = train_command(Path("/bin-dir"), tmp_path / "ckpt", cfg.train, 16000)
@@ -251,7 +251,7 @@ def test_fairseq_itself_keeps_the_last_lr_and_dropout(tmp_path: Path) -> None:
     assert args.lr_scheduler == "polynomial_decay" and float(args.total_num_update) == 1500 and args.power == 1
     assert args.end_learning_rate == 0 and args.warmup_updates == 500
     with pytest.raises(SystemExit, match="--lr-schedule linear decays to 0 at --max-update"):
-        recipe_config(pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path), ["--lr-schedule", "linear"])
+        recipe_config(config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path), ["--lr-schedule", "linear"])
 
 
 def test_autocast_bf16_reaches_fairseq_train_for_every_mode(tmp_path: Path, monkeypatch) -> None:
@@ -263,7 +263,7 @@ def test_autocast_bf16_reaches_fairseq_train_for_every_mode(tmp_path: Path, monk
     monkeypatch.setattr(autocast, "cpu_has_native_bf16", lambda: True)
     monkeypatch.setattr(autocast, "probe_cpu_precision", lambda size: autocast.PrecisionProbe(100.0, 60.0))
     assert libreoffice.RECIPE.autocast_bf16
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, autocast_bf16=True)
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, autocast_bf16=True)
     for mode in ("mhe", "softmax", "adaptive"):
         cfg = recipe_config(recipe, ["--mode", mode])
         cmd = train_command(Path("/bin-dir"), tmp_path / "ckpt", cfg.train, 16000)
@@ -296,10 +296,10 @@ def test_the_recipes_bf16_default_applies_where_it_measures_faster(monkeypatch, 
     monkeypatch.setattr(autocast, "probe_cpu_precision",
                         lambda size: probed.append(size) or autocast.PrecisionProbe(100.0, bf16_ms))
     for asked in (True, False):
-        assert pipeline.training_precision(asked, True, gpu, 16004) == (asked, "")
-        assert pipeline.training_precision(asked, False, gpu, 16004) == (asked, "")
-    assert pipeline.training_precision(None, False, gpu, 16004) == (False, "")
-    on, note = pipeline.training_precision(None, True, gpu, 16004)
+        assert config.training_precision(asked, True, gpu, 16004) == (asked, "")
+        assert config.training_precision(asked, False, gpu, 16004) == (asked, "")
+    assert config.training_precision(None, False, gpu, 16004) == (False, "")
+    on, note = config.training_precision(None, True, gpu, 16004)
     assert on == (gpu or (native_bf16 and bf16_ms < 95.0))
     assert probed == ([16004] if native_bf16 and not gpu else [])
     if not gpu and native_bf16:
@@ -314,8 +314,8 @@ def test_the_probe_times_both_precisions_of_the_models_shapes() -> None:
                                                      repeats=1)
     assert probe.fp32_ms > 0 and probe.bf16_ms > 0
     assert autocast.PrecisionProbe(100.0, 95.0).bf16_pays and not autocast.PrecisionProbe(100.0, 95.1).bf16_pays
-    assert pipeline.probe_output_size("softmax", 16004, 0) == 16004
-    assert pipeline.probe_output_size("mhe", 16004, 1024) == 1024 + 122 + 1  # N + ceil(sqrt(V - N))
+    assert config.probe_output_size("softmax", 16004, 0) == 16004
+    assert config.probe_output_size("mhe", 16004, 1024) == 1024 + 122 + 1  # N + ceil(sqrt(V - N))
 
 
 def test_the_demo_on_a_cpu_without_native_bf16_trains_fp32_and_says_why(tmp_path: Path, monkeypatch,
@@ -336,7 +336,7 @@ def test_the_demo_on_a_cpu_without_native_bf16_trains_fp32_and_says_why(tmp_path
 
 @pytest.mark.parametrize("mode", ["mhe", "adaptive"])
 def test_softmax_kernel_for_other_modes_is_refused(tmp_path: Path, mode: str) -> None:
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
     with pytest.raises(SystemExit, match=f"--softmax-kernel applies to --mode softmax, not {mode}"):
         recipe_config(recipe, ["--mode", mode, "--softmax-kernel", "torch"])
     cfg = recipe_config(recipe, ["--mode", "softmax", "--softmax-kernel", "torch"])
@@ -346,7 +346,7 @@ def test_softmax_kernel_for_other_modes_is_refused(tmp_path: Path, mode: str) ->
 def test_mhe_tie_label_embeddings_option(tmp_path: Path) -> None:
     """--mhe-tie-label-embeddings reaches fairseq-train and names the run mhe-tied; the recipe's
     default applies to mhe only, and asking for it with another mode is refused."""
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=64)
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=64)
     cfg = recipe_config(recipe, ["--mode", "mhe", "--mhe-tie-label-embeddings"])
     cmd = train_command(cfg.bin, cfg.checkpoints, cfg.train, 16000)
     assert "--mhe-tie-label-embeddings" in cmd and last_value(cmd, "--mhce-shortlist") == "64"
@@ -354,7 +354,7 @@ def test_mhe_tie_label_embeddings_option(tmp_path: Path) -> None:
     untied = recipe_config(recipe, ["--mode", "mhe"])
     assert "--mhe-tie-label-embeddings" not in train_command(untied.bin, untied.checkpoints, untied.train, 16000)
     assert untied.run_dir.name == "spm16000-mhe"
-    tied_recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhe_tied=True)
+    tied_recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhe_tied=True)
     assert recipe_config(tied_recipe, ["--mode", "mhe"]).train.arm == "mhe-tied"
     assert recipe_config(tied_recipe, ["--mode", "mhe", "--no-mhe-tie-label-embeddings"]).train.arm == "mhe"
     assert recipe_config(tied_recipe, ["--mode", "mhp"]).train.arm == "mhp"
@@ -368,7 +368,7 @@ def test_spm_samples_add_sampled_segmentations_of_the_training_text(tmp_path: Pa
     the segmentation gets its own directories, so the unsampled data stays as it was."""
     work = tmp_path / "work"
     write_data(work)
-    recipe = pipeline.Recipe(name="tiny", src="de", tgt="en", work_dir=work, vocab_size=120)
+    recipe = config.Recipe(name="tiny", src="de", tgt="en", work_dir=work, vocab_size=120)
     best = recipe_config(recipe, ["--workers", "1"])
     sampled = recipe_config(recipe, ["--workers", "1", "--spm-samples", "2", "--spm-alpha", "0.2"])
     assert best.vocab_tag == "spm120" and sampled.vocab_tag == "spm120-sample2-a0.2"
@@ -378,29 +378,29 @@ def test_spm_samples_add_sampled_segmentations_of_the_training_text(tmp_path: Pa
     from recipes.vocab import SentencePiece
 
     for lang in ("de", "en"):
-        raw = pipeline.read_lines(work / "data" / f"train.{lang}")
-        lines = pipeline.read_lines(sampled.seg / f"train.{lang}")
+        raw = textfiles.read_lines(work / "data" / f"train.{lang}")
+        lines = textfiles.read_lines(sampled.seg / f"train.{lang}")
         assert len(lines) == 3 * len(raw)
-        assert lines[:len(raw)] == pipeline.read_lines(best.seg / f"train.{lang}")  # the best one first
+        assert lines[:len(raw)] == textfiles.read_lines(best.seg / f"train.{lang}")  # the best one first
         segmenter = SentencePiece(sampled.segmenter_path(lang))
         assert [segmenter.decode(l.split()) for l in lines] == raw * 3
         assert lines[len(raw):] != lines[:len(raw)] * 2  # the samples differ from the best
         for split in ("valid", "test"):
-            assert pipeline.read_lines(sampled.seg / f"{split}.{lang}") == pipeline.read_lines(best.seg / f"{split}.{lang}")
+            assert textfiles.read_lines(sampled.seg / f"{split}.{lang}") == textfiles.read_lines(best.seg / f"{split}.{lang}")
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--spm-samples", "-1"], "--spm-samples must be >= 0"), (["--spm-samples", "2", "--spm-alpha", "0"], "in (0, 1]"),
     (["--spm-samples", "2", "--word-level"], "--word-level has none")])
 def test_bad_spm_sampling_options_are_refused(tmp_path: Path, argv: list[str], message: str) -> None:
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
     with pytest.raises(SystemExit, match=__import__("re").escape(message)):
         recipe_config(recipe, argv)
 
 
 def test_mhce_embed_dim_option(tmp_path: Path) -> None:
     """--mhce-embed-dim E reaches fairseq-train for mhe and names the run mhe-eE; refused elsewhere."""
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
     cfg = recipe_config(recipe, ["--mode", "mhe", "--mhce-embed-dim", "64"])
     assert last_value(train_command(cfg.bin, cfg.checkpoints, cfg.train, 16000), "--mhce-embed-dim") == "64"
     assert cfg.run_dir.name == "spm16000-mhe-e64"
@@ -414,7 +414,7 @@ def test_mhce_embed_dim_option(tmp_path: Path) -> None:
 def test_share_all_embeddings_option(tmp_path: Path) -> None:
     """--share-all-embeddings reaches fairseq-train for every mode and names the run -shareall;
     with --separate-vocab (two dictionaries) it is refused."""
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path)
     for mode, name in (("mhe", "spm16000-mhe-shareall"), ("softmax", "spm16000-softmax-shareall"),
                        ("mhp", "spm16000-mhp-shareall")):
         cfg = recipe_config(recipe, ["--mode", mode, "--share-all-embeddings"])
@@ -423,7 +423,7 @@ def test_share_all_embeddings_option(tmp_path: Path) -> None:
     plain = recipe_config(recipe, ["--mode", "mhe"])
     assert "--share-all-embeddings" not in train_command(plain.bin, plain.checkpoints, plain.train, 16000)
     assert plain.run_dir.name == "spm16000-mhe"
-    shared_recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, share_all=True)
+    shared_recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, share_all=True)
     assert recipe_config(shared_recipe, ["--mode", "mhe", "--no-share-all-embeddings"]).train.arm == "mhe"
     with pytest.raises(SystemExit, match="--share-all-embeddings needs one joint dictionary"):
         recipe_config(recipe, ["--share-all-embeddings", "--separate-vocab"])
@@ -432,7 +432,7 @@ def test_share_all_embeddings_option(tmp_path: Path) -> None:
 def test_a_shortlist_other_than_the_recipes_gets_its_own_run_directory(tmp_path: Path) -> None:
     """--mhce-shortlist N other than the recipe's names the run -sN (so it never reuses the default
     run's checkpoints); the recipe's own N, or a mode without a shortlist, adds nothing."""
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
     big = recipe_config(recipe, ["--mode", "mhe", "--mhce-shortlist", "4096"])
     assert big.run_dir.name == "spm16000-mhe-s4096"
     assert last_value(train_command(big.bin, big.checkpoints, big.train, 16000), "--mhce-shortlist") == "4096"
@@ -447,7 +447,7 @@ def test_mhp_may_have_a_shortlist_of_its_own(tmp_path: Path) -> None:
     """A recipe's mhp_shortlist is mhp's default N (mhe keeps mhce_shortlist); the run directory
     names an N only where it differs from the mode's default. The LibreOffice recipe: mhe 1,024,
     mhp 4,096."""
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024, mhp_shortlist=4096)
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024, mhp_shortlist=4096)
     mhp = recipe_config(recipe, ["--mode", "mhp"])
     assert last_value(train_command(mhp.bin, mhp.checkpoints, mhp.train, 16000), "--mhce-shortlist") == "4096"
     assert mhp.run_dir.name == "spm16000-mhp"
@@ -457,14 +457,14 @@ def test_mhp_may_have_a_shortlist_of_its_own(tmp_path: Path) -> None:
     assert last_value(train_command(mhe.bin, mhe.checkpoints, mhe.train, 16000), "--mhce-shortlist") == "1024"
     assert recipe_config(recipe, ["--mode", "mhe", "--mhce-shortlist", "4096"]).run_dir.name == "spm16000-mhe-s4096"
     from recipes.libreoffice_de_en.run import RECIPE
-    assert [pipeline.default_shortlist(RECIPE, mode, 16000) for mode in ("mhe", "mhp")] == [1024, 4096]
+    assert [config.default_shortlist(RECIPE, mode, 16000) for mode in ("mhe", "mhp")] == [1024, 4096]
 
 
 def test_from_the_recipes_wide_vocab_up_mhe_takes_mhps_shortlist(tmp_path: Path) -> None:
     """With wide_vocab set, mhe's default N is mhp's from that vocabulary size up (sentencepiece pieces, or
     the --word-level dictionary cap), mhce_shortlist below it; a given N is kept, and the run directory
     names it where it differs from the default at that size. The LibreOffice recipe: 4,096 from 24k up."""
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024,
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024,
                              mhp_shortlist=4096, wide_vocab=24000)
     for options, shortlist, run in ((["--vocab-size", "16000"], "1024", "spm16000-mhe"),
                                     (["--vocab-size", "23999"], "1024", "spm23999-mhe"),
@@ -487,7 +487,7 @@ def test_from_the_recipes_wide_vocab_up_mhe_takes_mhps_shortlist(tmp_path: Path)
     moved = recipe_config(recipe, ["--mode", "mhe", "--vocab-size", "32000", "--mhce-shortlist", "1024"])
     moved.checkpoints.mkdir(parents=True)
     (tmp_path / "last.pt").rename(moved.checkpoints / "checkpoint_last.pt")
-    pipeline.refuse_another_shortlist(moved, moved.checkpoints / "checkpoint_last.pt", "")  # the same N
+    run_state.refuse_another_shortlist(moved, moved.checkpoints / "checkpoint_last.pt", "")  # the same N
     torch.save({"cfg": {"model": argparse.Namespace(mhce_shortlist=4096)}}, moved.checkpoints / "checkpoint_best.pt")
     with pytest.raises(SystemExit, match=f"{moved.run_dir} holds a mhe trained with --mhce-shortlist 4096, this run "
                                          f"asks for 1024: move it to {old.run_dir}, where --mhce-shortlist 4096 "
@@ -496,23 +496,20 @@ def test_from_the_recipes_wide_vocab_up_mhe_takes_mhps_shortlist(tmp_path: Path)
     best = moved.checkpoints / "checkpoint_best.pt"
     torch.save({"args": argparse.Namespace(mhce_shortlist=4096)}, best)  # an older fairseq's checkpoint
     with pytest.raises(SystemExit, match="holds a mhe trained with --mhce-shortlist 4096, this run asks for 1024"):
-        pipeline.refuse_another_shortlist(moved, best, "")
+        run_state.refuse_another_shortlist(moved, best, "")
     torch.save({"model": {}}, best)  # no configuration saved: nothing to compare, fairseq's own checks decide
-    pipeline.refuse_another_shortlist(moved, best, "")
-    narrow = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024, mhp_shortlist=4096)
+    run_state.refuse_another_shortlist(moved, best, "")
+    narrow = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024, mhp_shortlist=4096)
     assert recipe_config(narrow, ["--mode", "mhe", "--vocab-size", "32000"]).shortlist == 1024  # no wide_vocab
     from recipes.libreoffice_de_en.run import RECIPE
-    assert [pipeline.default_shortlist(RECIPE, mode, 32000) for mode in ("mhe", "mhp")] == [4096, 4096]
+    assert [config.default_shortlist(RECIPE, mode, 32000) for mode in ("mhe", "mhp")] == [4096, 4096]
 
 
 def test_per_level_smoothing_is_an_ablation_with_its_own_run(tmp_path: Path) -> None:
     """--mhce-smoothing per-level reaches fairseq-train's criterion for mhe and mhp, names the run
     -per-level and the summary's output layer says so (read from the checkpoint's criterion);
     joint (the default) adds nothing, and other modes refuse the option."""
-    from mhce_nmt.output.loss import SMOOTHINGS
-
-    assert pipeline.SMOOTHINGS == SMOOTHINGS  # the recipe offers exactly the criterion's values
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
     for mode in ("mhe", "mhp"):
         cfg = recipe_config(recipe, ["--mode", mode, "--mhce-smoothing", "per-level"])
         assert last_value(train_command(cfg.bin, cfg.checkpoints, cfg.train, 16000), "--mhce-smoothing") == "per-level"
@@ -523,21 +520,21 @@ def test_per_level_smoothing_is_an_ablation_with_its_own_run(tmp_path: Path) -> 
     with pytest.raises(SystemExit, match="--mhce-smoothing applies to --mode mhe or mhp, not softmax"):
         recipe_config(recipe, ["--mode", "softmax", "--mhce-smoothing", "per-level"])
     cfg = recipe_config(recipe, ["--mode", "mhp", "--mhce-smoothing", "per-level"])
-    pipeline.checkpoint_path(cfg).parent.mkdir(parents=True)
+    run_state.checkpoint_path(cfg).parent.mkdir(parents=True)
     model = argparse.Namespace(mhce_heads="110,109", mhce_shortlist=4096)
     # fairseq saves the criterion's section as a dict (a Namespace where args built it)
     for smoothing, said, section in (("per-level", True, dict), ("joint", False, dict),
                                      ("per-level", True, argparse.Namespace), ("joint", False, argparse.Namespace)):
         torch.save({"cfg": {"model": model, "criterion": section(mhce_smoothing=smoothing)}},
-                   pipeline.checkpoint_path(cfg))
-        described = pipeline.output_layer_description(cfg)
+                   run_state.checkpoint_path(cfg))
+        described = run_state.output_layer_description(cfg)
         assert described.startswith("mhp (shortlist 4096 + heads 110x109") and ("per-level smoothing" in described) == said
 
 
 def test_mhce_tie_shortlist_option(tmp_path: Path) -> None:
     """--mhce-tie-shortlist reaches fairseq-train for mhe and mhp with a shortlist and names the
     run -tieshort; refused without a shortlist, for other modes, and beside a tied mhe."""
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
     for mode in ("mhe", "mhp"):
         cfg = recipe_config(recipe, ["--mode", mode, "--mhce-tie-shortlist"])
         assert "--mhce-tie-shortlist" in train_command(cfg.bin, cfg.checkpoints, cfg.train, 16000)
@@ -549,7 +546,7 @@ def test_mhce_tie_shortlist_option(tmp_path: Path) -> None:
             recipe_config(recipe, [*argv, "--mhce-tie-shortlist"])
     with pytest.raises(SystemExit, match="give --no-mhe-tie-label-embeddings or drop --mhce-tie-shortlist"):
         recipe_config(recipe, ["--mode", "mhe", "--mhe-tie-label-embeddings", "--mhce-tie-shortlist"])
-    tied_recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024, mhe_tied=True)
+    tied_recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024, mhe_tied=True)
     both = recipe_config(tied_recipe, ["--mode", "mhe", "--no-mhe-tie-label-embeddings", "--mhce-tie-shortlist"])
     assert both.run_dir.name == "spm16000-mhe-tieshort"
 
@@ -557,7 +554,7 @@ def test_mhce_tie_shortlist_option(tmp_path: Path) -> None:
 def test_a_seed_other_than_1_gets_its_own_run_directory(tmp_path: Path) -> None:
     """--seed N other than 1 names the run -seedN, so a second seed never resumes the first one's
     checkpoints, and reaches fairseq-train; seed 1 adds nothing."""
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
     for mode in ("mhe", "softmax"):
         cfg = recipe_config(recipe, ["--mode", mode, "--seed", "2"])
         assert cfg.run_dir.name == f"spm16000-{mode}-seed2"
@@ -573,7 +570,7 @@ def test_lr_schedule_linear_budget_reaches_fairseq_with_both_budgets(tmp_path: P
     import mhce_nmt  # noqa: F401  (registers the plugin's architectures and schedule)
     from fairseq import options
 
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, lr=2e-3, mhce_shortlist=64,
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, lr=2e-3, mhce_shortlist=64,
                              max_update=3000, train_minutes=39.0)
     cfg = recipe_config(recipe, ["--mode", "mhe", "--lr-schedule", "linear-budget"])
     cmd = train_command(Path("/bin-dir"), tmp_path / "ckpt", cfg.train, 16000)
@@ -593,7 +590,7 @@ def test_a_run_begun_with_fairseqs_adam_resumes_with_it_under_adam_fused(
     work = tmp_path / "work"
     write_data(work)
     argv = ["--mode", "mhe", "--workers", "1", "--log-format", "simple"]
-    old, new = (pipeline.Recipe(name="tiny", src="de", tgt="en", work_dir=work, vocab_size=120, warmup_updates=5,
+    old, new = (config.Recipe(name="tiny", src="de", tgt="en", work_dir=work, vocab_size=120, warmup_updates=5,
                                 max_tokens=2048, model_args=(*TINY_MODEL, "--optimizer", optimizer))
                 for optimizer in ("adam", "adam_fused"))
     for stage in ("spm", "binarize", "train"):
@@ -616,7 +613,7 @@ def test_a_run_begun_with_fairseqs_adam_resumes_with_it_under_adam_fused(
 
 
 def test_force_starts_afresh_with_the_recipes_optimizer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
     argv = ["--mode", "mhe", "--stage", "train", "--dry-run"]
     checkpoints = recipe_config(recipe, argv).checkpoints
     checkpoints.mkdir(parents=True)
@@ -672,7 +669,7 @@ def test_output_layer_params_count_parameters_only_and_the_shortlists_own_rows(t
              f"{prefix}tail.embeddings.0": torch.zeros(7, 4), "decoder.output_projection.layout": torch.arange(10),
              "decoder.embed_tokens.weight": torch.zeros(10, 4)}
     torch.save({"model": state}, tmp_path / "checkpoint.pt")
-    assert pipeline.output_layer_params(tmp_path / "checkpoint.pt") == 3 * 4 + 7 * 4
+    assert run_state.output_layer_params(tmp_path / "checkpoint.pt") == 3 * 4 + 7 * 4
 
 
 @pytest.mark.parametrize("began_bf16", [False, True])
@@ -683,7 +680,7 @@ def test_a_resumed_run_keeps_the_precision_it_began_in_unless_the_user_chose(tmp
     monkeypatch.setattr(autocast, "cpu_has_native_bf16", lambda: True)
     monkeypatch.setattr(autocast, "probe_cpu_precision",  # today's probe says the opposite of the first attempt
                         lambda size: autocast.PrecisionProbe(100.0, 120.0 if began_bf16 else 60.0))
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, autocast_bf16=True)
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, autocast_bf16=True)
     cfg = recipe_config(recipe, ["--mode", "softmax"])
     assert cfg.train.autocast_bf16 is not began_bf16 and cfg.precision_note
     first = ["fairseq-train", "bin", "--max-tokens", "1024"] + (["--autocast-bf16"] if began_bf16 else [])

@@ -58,7 +58,7 @@ def test_shortlist_checkpoint_trains_decodes_and_carries_its_codec(runs):
     proc = runs["generate_ok"]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(hypotheses(proc.stdout)) == 60
-    import mhce_nmt  # noqa: F401  (allow-lists the checkpoint's Namespace)
+    import fairseq, mhce_nmt  # noqa: F401, E401  (registered: the checkpoint's Namespace allow-listed)
 
     state = torch.load(runs["ckpt_ok"])
     assert state["cfg"]["model"].mhce_shortlist == 8
@@ -109,7 +109,7 @@ def test_shortlist_only_tie_trains_decodes_and_shares_the_shortlist_rows(runs):
     layer = model.decoder.output_projection
     assert layer.short_weight is model.decoder.embed_tokens.weight  # one table after reloading
     assert not hasattr(layer, "short") and layer.tail.embeddings[0].shape[0] == 40  # the tail's own leaves
-    from recipes.pipeline import output_layer_params
+    from recipes.run_state import output_layer_params
 
     # the recipe's summary counts the N rows the shortlist scores, as many as the untied Linear's
     assert output_layer_params(runs["ckpt_tieshort"]) == output_layer_params(runs["ckpt_ok"])

@@ -22,7 +22,7 @@ def test_stock_criterion_on_a_factored_model_is_warned_about_once(toy_bin, caplo
     task, model, _criterion, sample = build_in_process(toy_bin)
     stock = LabelSmoothedCrossEntropyCriterion(task, sentence_avg=False, label_smoothing=0.1)
     model.train()
-    with caplog.at_level(logging.WARNING, logger="mhce_nmt.model"):
+    with caplog.at_level(logging.WARNING, logger="mhce_nmt.adapters.model"):
         for _ in range(2):
             loss, _size, _log = stock(model, sample)
             loss.backward()
@@ -33,7 +33,7 @@ def test_stock_criterion_on_a_factored_model_is_warned_about_once(toy_bin, caplo
 
 def test_plugin_criterion_and_decoding_are_not_warned_about(toy_bin, caplog):
     _task, model, criterion, sample = build_in_process(toy_bin)
-    with caplog.at_level(logging.WARNING, logger="mhce_nmt.model"):
+    with caplog.at_level(logging.WARNING, logger="mhce_nmt.adapters.model"):
         model.train()
         loss, _size, _log = criterion(model, sample)
         loss.backward()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recipes import pipeline
+from recipes import config, pipeline, run_state
 from recipes.tail_order import (
     balanced_bisection, context_counts, context_ordered_dictionary, context_vectors, read_dictionary,
 )
@@ -104,7 +104,7 @@ def test_recipe_binarises_with_the_regrouped_dictionary(tmp_path: Path, capsys: 
     the frequency dictionary's tail and keeps its first N ids; the run directory says so."""
     work = tmp_path / "work"
     write_data(work)
-    recipe = pipeline.Recipe(name="tiny", src="de", tgt="en", work_dir=work, vocab_size=120, mhce_shortlist=16)
+    recipe = config.Recipe(name="tiny", src="de", tgt="en", work_dir=work, vocab_size=120, mhce_shortlist=16)
     cfg = recipe_config(recipe, ["--workers", "1", "--tail-order", "context"])
     assert cfg.bin.name == "bin-spm120-ctx16" and cfg.run_dir.name == "spm120-ctx16-mhe"
     pipeline.stage_spm(cfg)
@@ -113,11 +113,11 @@ def test_recipe_binarises_with_the_regrouped_dictionary(tmp_path: Path, capsys: 
     context = read_dictionary(cfg.bin / "dict.en.txt")
     assert read_dictionary(cfg.bin / "dict.de.txt") == context
     assert context[:12] == frequency[:12] and sorted(context) == sorted(frequency) and context != frequency
-    from mhce_nmt.model import codec_from_args
+    from mhce_nmt.adapters.model import codec_from_args
 
     # the groups were cut to the codec the model builds from this dictionary and the recipe's options
     train_args = __import__("argparse").Namespace(mhce_shortlist=16)
-    codec = codec_from_args(train_args, pipeline.dictionary_size(cfg.bin / "dict.en.txt"))
+    codec = codec_from_args(train_args, run_state.dictionary_size(cfg.bin / "dict.en.txt"))
     assert f" {codec.tail.strides[0]} to a level-1 group" in capsys.readouterr().out
     from fairseq.data import Dictionary, data_utils
 
@@ -132,6 +132,6 @@ def test_recipe_binarises_with_the_regrouped_dictionary(tmp_path: Path, capsys: 
 @pytest.mark.parametrize("argv", [["--mode", "softmax"], ["--mode", "mhe", "--mhce-shortlist", "0"],
                                   ["--mode", "mhe", "--separate-vocab"]])
 def test_tail_order_context_needs_a_shortlisted_joint_factored_layer(tmp_path: Path, argv: list[str]) -> None:
-    recipe = pipeline.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
+    recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
     with pytest.raises(SystemExit, match="--tail-order context regroups a joint sentencepiece dictionary"):
         recipe_config(recipe, [*argv, "--tail-order", "context"])

@@ -6,7 +6,7 @@ import argparse
 import random
 from pathlib import Path
 
-from recipes import pipeline
+from recipes import config, pipeline
 
 TINY_MODEL = (
     "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
@@ -42,8 +42,8 @@ def write_data(work: Path) -> None:
         (data / f"{split}.en").write_text("".join(en + "\n" for _, en in pairs), encoding="utf-8")
 
 
-def recipe_config(recipe: pipeline.Recipe, argv: list[str]) -> pipeline.Config:
+def recipe_config(recipe: config.Recipe, argv: list[str]) -> config.Config:
     """The Config a recipe's command line gives (options parsed as its run.py parses them)."""
     parser = argparse.ArgumentParser()
-    pipeline.add_arguments(parser, recipe, pipeline.STAGES)
-    return pipeline.config_from_args(parser.parse_args(argv), recipe)
+    config.add_arguments(parser, recipe, pipeline.STAGES)
+    return config.config_from_args(parser.parse_args(argv), recipe)

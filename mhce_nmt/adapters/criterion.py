@@ -11,16 +11,16 @@ logged as sampled_nll_loss instead, with no ppl; validation (eval mode) is exact
 import math
 from dataclasses import dataclass, field
 
-import torch
 from fairseq import utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 from omegaconf import II
 
-from .errors import MHCEConfigError
-from .output import FactoredOutput, factored_loss
-from .output.loss import SMOOTHINGS
+from ..errors import MHCEConfigError
+from ..output import FactoredOutput, factored_loss
+from ..output.loss import SMOOTHINGS
+from . import model as mhce_model  # the module, not its names: registration may import this mid-way through model.py
 
 #: MHE: other groups drawn per token and level for the uniform term of joint smoothing (README, Method)
 DEFAULT_SMOOTHING_GROUPS = 1
@@ -57,8 +57,8 @@ def configured_model_class(cfg):
 
 def output_layer_of(model) -> FactoredOutput:
     """The model's factored output layer, or a clear error for a stock model."""
-    layer = getattr(getattr(model, "decoder", None), "output_projection", None)
-    if not isinstance(layer, FactoredOutput):
+    layer = mhce_model.factored_output(model)
+    if layer is None:
         raise MHCEConfigError(
             "--criterion mhce_cross_entropy needs a factored output layer: use --arch "
             "transformer_mhce (or a variant), or label_smoothed_cross_entropy for a stock model."

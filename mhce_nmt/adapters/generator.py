@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 from fairseq.sequence_generator import EnsembleModel, SequenceGenerator
 
-from .output import FactoredOutput
+from ..output import FactoredOutput
+from . import model as mhce_model  # the module, not its names: registration may import this mid-way through model.py
 
 
 class CoarseToFineEnsemble(EnsembleModel):
@@ -30,7 +31,7 @@ class CoarseToFineEnsemble(EnsembleModel):
         self.last_temperature = 1.0
 
     def layers(self) -> List[FactoredOutput]:
-        return [m.decoder.output_projection for m in self.models]
+        return [mhce_model.factored_output(m) for m in self.models]
 
     @torch.jit.unused
     def forward_decoder(self, tokens, encoder_outs: List[Dict[str, List[Tensor]]],

@@ -25,12 +25,12 @@ from fairseq.models.transformer.transformer_legacy import (
     transformer_wmt_en_de,
 )
 
-from .codec import LabelCodec, ShortlistCodec, parse_head_sizes
-from .defaults import CPU_MODEL_SIZES, explain_shortlist, recommended_shortlist
-from .embedding import FactoredEmbedding, PermutedEmbedding
-from .errors import MHCEConfigError
-from .layout import first_moved, identity_layout, read_layout
-from .output import MODES, FactoredOutput, PermutedOutput, ShortlistOutput, build_output_layer
+from ..codec import LabelCodec, ShortlistCodec, parse_head_sizes
+from ..defaults import CPU_MODEL_SIZES, FACTORED_MODES, explain_shortlist, recommended_shortlist
+from ..embedding import FactoredEmbedding, PermutedEmbedding, tie_heads_to_digit_tables
+from ..errors import MHCEConfigError
+from ..layout import first_moved, identity_layout, read_layout
+from ..output import FactoredOutput, PermutedOutput, build_output_layer
 
 OUTPUT_KEY = "decoder.output_projection."
 EMBEDDINGS = ("full", "factored")
@@ -298,7 +298,7 @@ class TransformerMHCEModel(TransformerModel):
     def add_args(cls, parser):
         super().add_args(parser)
         group = parser.add_argument_group("mhce output layer")
-        group.add_argument("--mhce-mode", choices=MODES[:3],
+        group.add_argument("--mhce-mode", choices=FACTORED_MODES,
                            help="factored output: mhp (head product), mhe (cascade), mhs (sampled groups)")
         group.add_argument("--mhce-heads", type=str,
                            help="explicit head sizes, e.g. 200,200 (product >= target vocab size)")
@@ -380,10 +380,6 @@ class TransformerMHCEModel(TransformerModel):
         return TransformerMHCEDecoder(args, tgt_dict, embed_tokens,
                                       no_encoder_attn=getattr(args, "no_cross_attention", False))
 
-    @property
-    def output_layer_module(self) -> FactoredOutput:
-        return self.decoder.output_projection
-
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args: Optional[Any] = None):
         """Check the checkpoint's output layer (codec and mode) and input embeddings (full or
         factored, codec) before fairseq loads weights."""
@@ -448,19 +444,6 @@ def embeddings_kind(state: Dict[str, Any]) -> str:
     return "factored" if any(k.endswith("digit_weight") for k in state) else "full"
 
 
-def tie_heads_to_digit_tables(layer: FactoredOutput, embedding: FactoredEmbedding) -> None:
-    """MHP's heads (sum K, d_out), of the layer or of a shortlist's tail, become the embedding's
-    per-digit tables (sum K, d): one parameter, as fairseq ties its softmax to the embeddings."""
-    heads = (layer.tail if isinstance(layer, ShortlistOutput) else layer).heads
-    if heads.weight.shape != embedding.digit_weight.shape:
-        raise MHCEConfigError(
-            f"--mhce-embeddings factored with --mhce-mode mhp ties the heads to the per-digit input tables of "
-            f"width {embedding.embedding_dim}, but the decoder output dim is {heads.in_features}: set "
-            "--decoder-output-dim equal to --decoder-embed-dim, or drop --share-decoder-input-output-embed "
-            "(--share-all-embeddings).")
-    heads.weight = embedding.digit_weight
-
-
 def permute_input_embeddings(model: TransformerModel, layout: Tensor, joint: bool) -> None:
     """The decoder's factored embedding (the encoder's too when the dictionary is joint, shared or
     not) looks ids up through the layout pi, as the output layer scores them."""
@@ -470,6 +453,13 @@ def permute_input_embeddings(model: TransformerModel, layout: Tensor, joint: boo
         model.encoder.embed_tokens = model.decoder.embed_tokens
     elif joint:
         model.encoder.embed_tokens = PermutedEmbedding(model.encoder.embed_tokens, layout)
+
+
+def factored_output(model: Any) -> Optional[FactoredOutput]:
+    """A fairseq model's factored output layer (its decoder's output_projection), or None for a
+    stock model: the one place that knows where transformer_mhce keeps it."""
+    layer = getattr(getattr(model, "decoder", None), "output_projection", None)
+    return layer if isinstance(layer, FactoredOutput) else None
 
 
 def describe_spec(spec: List[int], shortlisted: bool) -> str:

@@ -20,11 +20,12 @@ from fairseq import utils
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from .autocast import AutocastCriterion, training_autocast
-from .cpu_runtime import tune_cpu_runtime
-from .errors import MHCEConfigError
-from .generator import MHCESequenceGenerator
-from .output import FactoredOutput
+from ..training.autocast import AutocastCriterion, training_autocast
+from ..training.cpu_runtime import tune_cpu_runtime
+from ..errors import MHCEConfigError
+from . import generator as mhce_generator
+from . import model as mhce_model  # modules, not their names: registration may import this mid-way through them
+from ..output import FactoredOutput
 
 
 @dataclass
@@ -88,8 +89,8 @@ def parse_topk_groups(spec: str, layer: Optional[FactoredOutput] = None) -> Opti
 
 def coarse_to_fine_layers(models) -> List[FactoredOutput]:
     """The factored layers of `models` if every one supports coarse-to-fine decoding, else []."""
-    layers = [getattr(getattr(m, "decoder", None), "output_projection", None) for m in models]
-    if not layers or not all(isinstance(l, FactoredOutput) and l.supports_coarse_to_fine for l in layers):
+    layers = [mhce_model.factored_output(m) for m in models]
+    if not layers or not all(l is not None and l.supports_coarse_to_fine for l in layers):
         return []
     if any(l.codec != layers[0].codec for l in layers):
         raise MHCEConfigError(
@@ -204,7 +205,7 @@ class TranslationMHCETask(TranslationTask):
                 "--mhe-topk-groups is ignored). Drop --print-alignment to decode coarse to fine.")
         if seq_gen_cls is None and layers and not alignment:
             topk = parse_topk_groups(self.cfg.mhe_topk_groups, layers[0])
-            seq_gen_cls = MHCESequenceGenerator
+            seq_gen_cls = mhce_generator.MHCESequenceGenerator
             extra_gen_cls_kwargs = dict(extra_gen_cls_kwargs or {}, topk_groups=topk)
         return super().build_generator(models, args, seq_gen_cls=seq_gen_cls,
                                        extra_gen_cls_kwargs=extra_gen_cls_kwargs,

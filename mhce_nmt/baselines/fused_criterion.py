@@ -20,7 +20,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 )
 from fairseq.logging import metrics
 
-from .errors import MHCEConfigError
+from ..errors import MHCEConfigError
 from .fused_softmax import KERNELS, check_kernel, linear_smoothed_cross_entropy
 
 

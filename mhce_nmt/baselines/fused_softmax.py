@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import MHCEConfigError
-from .output.loss import smoothed_nll
+from ..defaults import SOFTMAX_KERNELS
+from ..errors import MHCEConfigError
+from ..output.loss import smoothed_nll
 
-KERNELS = ("eager", "compile", "torch", "liger", "cce")
+KERNELS = SOFTMAX_KERNELS
 #: kernels that need a package of their own and a CUDA device
 _PACKAGES = {"liger": ("liger_kernel", "liger-kernel"), "cce": ("cut_cross_entropy", "cut-cross-entropy")}
 

@@ -7,6 +7,7 @@ from typing import Optional, Union
 from torch import nn
 
 from ..codec import LabelCodec, ShortlistCodec
+from ..defaults import MODES
 from ..errors import MHCEConfigError
 from .base import CascadeOutput, FactoredOutput, LevelScores, LossTerms
 from .loss import FactoredLoss, factored_loss
@@ -17,7 +18,6 @@ from .permuted import PermutedOutput
 from .shortlist import ShortlistOutput
 from .softmax import SoftmaxOutput
 
-MODES = ("mhp", "mhe", "mhs", "softmax")
 
 
 def build_output_layer(mode: str, codec: Union[LabelCodec, ShortlistCodec], input_dim: int, *,

@@ -19,10 +19,10 @@ from typing import List
 import torch
 from torch import Tensor
 
+from ..defaults import SMOOTHINGS
 from ..errors import MHCEConfigError
 from .base import LossTerms, masked_log_softmax
 
-SMOOTHINGS = ("joint", "per-level")
 
 
 @dataclass

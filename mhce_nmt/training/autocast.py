@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import MHCEConfigError
+from ..errors import MHCEConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -7,12 +7,13 @@ machine, with the learning rate still high); decaying to 0 exactly at the budget
 that budgeted training favours (Li, Yumer and Ramanan, ICLR 2020). With no time budget this is
 fairseq's ``polynomial_decay`` of power 1, update for update. With one, the learning rate depends
 on the wall clock, so two runs are not bit-for-bit alike. Under fairseq-train the clock is the
-trainer's ``cumulative_training_time`` (``mhce_nmt.compat.patch_fairseq_trainer_clock``): the clock
+trainer's ``cumulative_training_time`` (``use_trainer_clock`` below): the clock
 of ``--stop-time-hours``, resumes included, and the same on every worker of a distributed run.
 A budget that runs out inside the warm-up does not cut it short (with --stop-time-hours equal to the
 budget, fairseq stops the run there); after the warm-up, the learning rate is then the end one.
 (No `from __future__ import annotations`: fairseq reads the config dataclass's annotations as types.)
 """
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -21,7 +22,7 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.optim.lr_scheduler import FairseqLRScheduler, register_lr_scheduler
 from omegaconf import II
 
-from .errors import MHCEConfigError
+from ..errors import MHCEConfigError
 
 
 @dataclass
@@ -94,3 +95,25 @@ class LinearBudgetSchedule(FairseqLRScheduler):
                                self.budget_s)
         self.optimizer.set_lr(self.cfg.end_learning_rate + (self.peak - self.cfg.end_learning_rate) * (1 - done))
         return self.optimizer.get_lr()
+
+
+def use_trainer_clock() -> None:
+    """After fairseq's Trainer builds its scheduler, hand a scheduler that counts time (`use_clock`) the
+    trainer's `cumulative_training_time`: fairseq gives schedulers no clock of its own."""
+    from fairseq.trainer import Trainer
+
+    build = Trainer._build_optimizer
+    if getattr(build, "_mhce_clock", False):
+        return
+
+    @functools.wraps(build)
+    def build_with_clock(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        if hasattr(self._lr_scheduler, "use_clock"):
+            self._lr_scheduler.use_clock(self.cumulative_training_time)
+
+    build_with_clock._mhce_clock = True
+    Trainer._build_optimizer = build_with_clock
+
+
+use_trainer_clock()

@@ -24,7 +24,7 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.optim import FairseqOptimizer, register_optimizer
 from omegaconf import II
 
-from .errors import MHCEConfigError
+from ..errors import MHCEConfigError
 
 
 @dataclass

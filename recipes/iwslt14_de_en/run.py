@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recipes import corpus, pipeline
+from recipes import config, corpus, pipeline, runner
 
 URL = "http://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz"
 TEST_SETS = ("IWSLT14.TED.dev2010", "IWSLT14.TEDX.dev2012", "IWSLT14.TED.tst2010",
@@ -24,7 +24,7 @@ TEST_SETS = ("IWSLT14.TED.dev2010", "IWSLT14.TEDX.dev2012", "IWSLT14.TED.tst2010
 META_TAGS = ("<url>", "<talkid>", "<keywords>")
 STRIPPED_TAGS = ("<title>", "</title>", "<description>", "</description>")
 
-RECIPE = pipeline.Recipe(
+RECIPE = config.Recipe(
     name="iwslt14_de_en", src="de", tgt="en", work_dir=Path(__file__).resolve().parent / "work",
     mhce_shortlist=0,  # no shortlist, as this recipe ran before the plugin's default (mhce_nmt.defaults)
     base_arch="transformer_iwslt_de_en",
@@ -48,15 +48,15 @@ def train_side(path: Path) -> list[str]:
     return lines
 
 
-def stage_prepare(cfg: pipeline.Config, args: argparse.Namespace) -> None:
+def stage_prepare(cfg: config.Config, args: argparse.Namespace) -> None:
     """Download, filter, split and lowercase the IWSLT'14 data into ``WORK/data``."""
     src, tgt = cfg.langs
-    if pipeline.done("prepare", cfg, [cfg.data / f"{s}.{lang}" for s in pipeline.SPLITS for lang in cfg.langs]):
+    if runner.done("prepare", cfg, [cfg.data / f"{s}.{lang}" for s in config.SPLITS for lang in cfg.langs]):
         return
     orig = cfg.work_dir / "orig"
     corpus.download(URL, orig / "de-en.tgz", cfg.dry_run)
     corpus.untar(orig / "de-en.tgz", orig, cfg.dry_run)
-    pipeline.say("prepare", "filter train.tags, clean-corpus-n 1.5 1 175, lowercase; valid = every 23rd "
+    runner.say("prepare", "filter train.tags, clean-corpus-n 1.5 1 175, lowercase; valid = every 23rd "
                  f"line; test = {' + '.join(TEST_SETS)} -> {cfg.data}")
     if cfg.dry_run:
         return
@@ -74,7 +74,7 @@ def stage_prepare(cfg: pipeline.Config, args: argparse.Namespace) -> None:
     corpus.write_split(cfg.data, "test", cfg.langs, (test[src], test[tgt]))
 
 
-def main(argv: list[str] | None = None) -> pipeline.Config:
+def main(argv: list[str] | None = None) -> config.Config:
     """Run the recipe (all stages, or ``--stage NAME``)."""
     return pipeline.main(RECIPE, argv, ("prepare", stage_prepare), __doc__)
 

@@ -19,7 +19,7 @@ import json
 import shlex
 from pathlib import Path
 
-from recipes import pipeline
+from recipes import config, pipeline, runner
 from recipes.libreoffice_de_en import more
 from recipes.libreoffice_de_en.extract import add_extract_arguments, extract, filter_config, packages
 
@@ -34,11 +34,11 @@ from recipes.libreoffice_de_en.extract import add_extract_arguments, extract, fi
 # more BLEU than 2,048 or 4,096 (results/demo_runs/README.md); the warm-up covers the same words as 500 updates of 4,096,
 # and the peak lr is 1.4e-3 (2e-3 scored 0.97 BLEU less at this batch size).
 # Training steps run under bf16 autocast where it is faster: a GPU, or a CPU with AVX512-BF16 or AMX on which a
-# probe of the model's shapes at the start measures it faster (pipeline.training_precision); other CPUs emulate bf16, 34x slower than fp32 (results/cpu_profile), and train
+# probe of the model's shapes at the start measures it faster (config.training_precision); other CPUs emulate bf16, 34x slower than fp32 (results/cpu_profile), and train
 # in fp32. The optimizer is the plugin's adam_fused (recipes.pipeline.CPU_MODEL_ARGS): fairseq's adam in
 # torch's fused kernel, 2.9x faster per step on 2 cores, about 6% of the update. Beam search with length penalty 2.0: on the validation set it lifted the brevity penalty of
 # the demo's model from 0.924 to 0.995 and BLEU from 30.65 to 31.30 (1.5: 31.13).
-RECIPE = pipeline.Recipe(
+RECIPE = config.Recipe(
     name="libreoffice_de_en", src="de", tgt="en", work_dir=Path(__file__).resolve().parent / "work",
     train_minutes=41.0, max_update=12000, warmup_updates=2000, max_tokens=1024, lr=1.4e-3,
     lr_schedule="linear-budget", dropout=0.1, lenpen=2.0,
@@ -46,20 +46,20 @@ RECIPE = pipeline.Recipe(
 )
 
 
-def stage_extract(cfg: pipeline.Config, args: argparse.Namespace) -> None:
+def stage_extract(cfg: config.Config, args: argparse.Namespace) -> None:
     """Fetch the Debian packages and write ``WORK/data`` (see ``extract.py``)."""
-    outputs = [cfg.data / f"{s}.{lang}" for s in pipeline.SPLITS for lang in cfg.langs]
+    outputs = [cfg.data / f"{s}.{lang}" for s in config.SPLITS for lang in cfg.langs]
     wanted = packages(cfg.src, cfg.tgt) + (more.packages(cfg.src, cfg.tgt) if args.more else [])
     if extracted_packages(cfg.data / "counts.json") not in (None, set(wanted)):
-        pipeline.say("extract", "the corpus was built from other packages (--more / --no-more), redoing")
-    elif pipeline.done("extract", cfg, outputs + [cfg.data / "counts.json"]):
+        runner.say("extract", "the corpus was built from other packages (--more / --no-more), redoing")
+    elif runner.done("extract", cfg, outputs + [cfg.data / "counts.json"]):
         return
     if cfg.dry_run:
         print("+ " + shlex.join(["apt-get", "download", *wanted]), flush=True)
         for name in wanted:
             unpacked = cfg.work_dir / "packages" / "unpacked" / name
             print("+ " + shlex.join(["dpkg-deb", "-x", f"{name}_*.deb", str(unpacked)]), flush=True)
-        pipeline.say("extract", f"align, clean and split by help page -> {cfg.data}")
+        runner.say("extract", f"align, clean and split by help page -> {cfg.data}")
         return
     extract(cfg.src, cfg.tgt, cfg.work_dir, cfg.data, args.valid_size, args.test_size, args.split_seed,
             filter_config(args), with_ui=not args.no_ui, with_more=args.more)
@@ -73,7 +73,7 @@ def extracted_packages(counts_file: Path) -> set[str] | None:
     return {deb.split("_", 1)[0] for deb in debs}
 
 
-def main(argv: list[str] | None = None) -> pipeline.Config:
+def main(argv: list[str] | None = None) -> config.Config:
     """Run the recipe (all stages, or ``--stage NAME``)."""
     return pipeline.main(RECIPE, argv, ("extract", stage_extract), __doc__, add_extract_arguments)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recipes import corpus, pipeline
+from recipes import config, corpus, pipeline, runner
 
 # (archive URL, training corpus prefix inside it or None). dev.tgz is fetched as by the
 # reference script, which does not use newstest2013 either.
@@ -29,7 +29,7 @@ NEWS_V9 = ("http://statmt.org/wmt14/training-parallel-nc-v9.tgz", "training/news
 DEV = ("http://data.statmt.org/wmt17/translation-task/dev.tgz", None)
 TEST = ("http://statmt.org/wmt14/test-full.tgz", None)
 
-RECIPE = pipeline.Recipe(
+RECIPE = config.Recipe(
     name="wmt14_en_de", src="en", tgt="de", work_dir=Path(__file__).resolve().parent / "work",
     mhce_shortlist=0,  # no shortlist, as this recipe ran before the plugin's default (mhce_nmt.defaults)
     base_arch="transformer_wmt_en_de",
@@ -52,10 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="News Commentary v9 instead of v12 (the WMT'14-only data of Gehring et al.)")
 
 
-def stage_prepare(cfg: pipeline.Config, args: argparse.Namespace) -> None:
+def stage_prepare(cfg: config.Config, args: argparse.Namespace) -> None:
     """Download, concatenate, split and clean the WMT'14 data into ``WORK/data``."""
     src, tgt = cfg.langs
-    if pipeline.done("prepare", cfg, [cfg.data / f"{s}.{lang}" for s in pipeline.SPLITS for lang in cfg.langs]):
+    if runner.done("prepare", cfg, [cfg.data / f"{s}.{lang}" for s in config.SPLITS for lang in cfg.langs]):
         return
     orig = cfg.work_dir / "orig"
     sources = archives(args.icml17)
@@ -64,7 +64,7 @@ def stage_prepare(cfg: pipeline.Config, args: argparse.Namespace) -> None:
         corpus.download(url, archive, cfg.dry_run)
         corpus.untar(archive, orig, cfg.dry_run)
     prefixes = [prefix for _url, prefix in sources if prefix]
-    pipeline.say("prepare", f"concatenate {', '.join(prefixes)}; valid = every 100th line; clean-corpus-n "
+    runner.say("prepare", f"concatenate {', '.join(prefixes)}; valid = every 100th line; clean-corpus-n "
                  f"1.5 1 250 on train and valid; test = newstest2014 -> {cfg.data}")
     if cfg.dry_run:
         return
@@ -82,7 +82,7 @@ def stage_prepare(cfg: pipeline.Config, args: argparse.Namespace) -> None:
     corpus.write_split(cfg.data, "test", cfg.langs, (test[src], test[tgt]))
 
 
-def main(argv: list[str] | None = None) -> pipeline.Config:
+def main(argv: list[str] | None = None) -> config.Config:
     """Run the recipe (all stages, or ``--stage NAME``)."""
     return pipeline.main(RECIPE, argv, ("prepare", stage_prepare), __doc__, add_arguments)
 

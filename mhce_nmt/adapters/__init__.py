@@ -1,0 +1,1 @@
+"""fairseq adapters around the plain-torch core: model, criterion, task, sequence generator."""

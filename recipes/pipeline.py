@@ -33,6 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from recipes import runner
 from recipes.average import LAST, average_checkpoints, newest_checkpoints, saved_update
 from recipes.commands import preprocess_command, train_command
 from recipes.config import Config, DataStage, Recipe, SPLITS, add_arguments, config_from_args
@@ -42,7 +43,7 @@ from recipes.progress import TrainProgress
 from recipes.provenance import origin
 from recipes.resume import option_value, resume_optimizer
 from recipes.run_state import checkpoint_path, dictionary_size, refuse_another_shortlist, target_vocab_size
-from recipes.runner import done, invocation, load_json, read_origins, run, say, write_json
+from recipes.runner import done, invocation, load_json, read_origins, say, write_json
 from recipes.summary import stage_summary
 from recipes.textfiles import read_lines, write_lines
 from recipes.vocab import SPM_MAX_SENTENCES, SentencePiece, WordLevel, load_segmenter
@@ -113,7 +114,7 @@ def binarize_into(cfg: Config, bin_dir: Path, ordered_dictionary: Path | None = 
                              nwords=cfg.vocab_size if cfg.word_level else None, dictionary=ordered_dictionary)
     if not cfg.dry_run:
         shutil.rmtree(bin_dir, ignore_errors=True)  # fairseq-preprocess refuses existing dictionaries
-    run(cmd, cfg.dry_run)
+    runner.run(cmd, cfg.dry_run)
 
 
 def context_dictionary(cfg: Config) -> Path:
@@ -161,7 +162,7 @@ def stage_train(cfg: Config) -> None:
     if cfg.precision_note:
         say("train", cfg.precision_note)
     if cfg.dry_run:
-        run(cmd, dry_run=True)
+        runner.run(cmd, dry_run=True)
         return
     if cfg.force:
         shutil.rmtree(cfg.checkpoints, ignore_errors=True)
@@ -174,7 +175,7 @@ def stage_train(cfg: Config) -> None:
         origins_file.unlink(missing_ok=True)
     with origins_file.open("a", encoding="utf-8") as origins:
         origins.write(json.dumps({**origin(cmd), "invoked": invocation()}, ensure_ascii=False) + "\n")
-    run(cmd, dry_run=False, log=cfg.checkpoints / "train.out",
+    runner.run(cmd, dry_run=False, log=cfg.checkpoints / "train.out",
         on_line=TrainProgress(max_update=cfg.train.max_update, train_minutes=minutes))
     stats = parse_train_log(cfg.checkpoints / "train.log")
     if cfg.average_last > 1:
@@ -267,11 +268,11 @@ def decode(cfg: Config, split: str, lenpen: float, out_dir: Path) -> dict[str, o
     order into ``out_dir/hyp.txt``; returns sizes, speed and origin (nothing but the printed command on a dry run)."""
     job = decoding(cfg, split, lenpen)
     if cfg.dry_run:
-        run(job.command(out_dir), dry_run=True)
+        runner.run(job.command(out_dir), dry_run=True)
         say("generate", f"desegment hypotheses in {split} order -> {out_dir / 'hyp.txt'}")
         return {}
     return decode_split(job, out_dir, cfg.data / f"{split}.{cfg.src}", cfg.segmenter_path(cfg.tgt),
-                        lambda cmd, log: run(cmd, dry_run=False, log=log))
+                        lambda cmd, log: runner.run(cmd, dry_run=False, log=log))
 
 
 def stage_score(cfg: Config) -> None:

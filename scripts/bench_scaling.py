@@ -268,8 +268,18 @@ def measure_in_subprocess(config: Config) -> dict:
     """`config` measured in a process of its own (`--config`); {"error": ...} where it failed."""
     env = dict(os.environ, OMP_NUM_THREADS=str(config.threads), MKL_NUM_THREADS=str(config.threads),
                PYTHONWARNINGS="ignore")
-    done = subprocess.run([sys.executable, "-m", "scripts.bench_scaling", "--config", json.dumps(asdict(config))],
+    done = subprocess.run([sys.executable, "-m", "scripts.bench_scaling", *config_arguments(config)],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    return measured(done)
+
+
+def config_arguments(config: Config) -> list[str]:
+    """The command-line arguments that measure `config` alone (in this process)."""
+    return ["--config", json.dumps(asdict(config))]
+
+
+def measured(done: subprocess.CompletedProcess) -> dict:
+    """The measurements a `--config` process printed, or {"error": ...} where it failed."""
     lines = done.stdout.strip().splitlines()
     if done.returncode == 0 and lines:
         return json.loads(lines[-1])

@@ -1,17 +1,23 @@
 """Session fixtures: one fairseq command server, one toy corpus binarised once, tiny models trained
-once per configuration, only those the selected tests declare (@pytest.mark.trains), two at a time."""
+once per configuration, only those the selected tests declare (@pytest.mark.trains), in the
+background from the first test on."""
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 import torch
 
-from fastcli import CLIServer
+from fastcli import CLIServer, forked_recipe_runner
 from toy import preprocess, train_args, write_copy_corpus
 
+#: models whose tests check what they learned train 150 updates (toy.train_args' default); the
+#: others (exactness checks: any weights do) train LITTLE_TRAINING updates
+LITTLE_TRAINING = 50
+MODEL_UPDATES = {"mhe2_seed2": LITTLE_TRAINING, "mhe3": LITTLE_TRAINING, "mhe2_short": LITTLE_TRAINING,
+                 "mhp2_short": LITTLE_TRAINING}
 MODEL_CONFIGS = {
     "mhe2": ["--mhce-mode", "mhe"],
     "mhe2_seed2": ["--mhce-mode", "mhe"],
@@ -40,6 +46,20 @@ def cli(tmp_path_factory) -> Iterator[CLIServer]:
     server.close()
 
 
+@pytest.fixture(autouse=True)
+def recipe_commands_in_forks(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Recipes run their fairseq commands (recipes.runner.run) as forks of the session's CLI server:
+    the same commands, without paying the import of torch & co. for each; only in tests marked e2e."""
+    from recipes import runner
+
+    def server() -> CLIServer:
+        if request.node.get_closest_marker("e2e") is None:
+            raise pytest.UsageError(f"{request.node.nodeid} runs fairseq commands: mark it @pytest.mark.e2e")
+        return request.getfixturevalue("cli")
+
+    monkeypatch.setattr(runner, "run", forked_recipe_runner(server, runner.run))
+
+
 @pytest.fixture(scope="session")
 def toy_bin(tmp_path_factory, cli) -> Path:
     """Binarised copy corpus (V=48 target symbols after fairseq's padding to 8)."""
@@ -48,8 +68,17 @@ def toy_bin(tmp_path_factory, cli) -> Path:
     return preprocess(root / "raw", root / "bin", cli.run)
 
 
+#: fixtures that run fairseq's command-line tools: a test that uses one (directly or through
+#: another fixture) is marked e2e
+COMMAND_FIXTURES = ("cli", "toy_bin", "trained", "model_pool")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "trains(*names): the tiny models (MODEL_CONFIGS) a test gets from `trained`")
+    config.addinivalue_line("markers", "e2e: runs fairseq's commands, a recipe or a script end to end (set for "
+                                       "every test that uses a command fixture)")
+    config.addinivalue_line("markers", "slow: takes seconds on 2 idle cores; `pytest -m 'not slow and not e2e'` "
+                                       "is the quick subset")
 
 
 def declared_models(item: pytest.Item) -> List[str]:
@@ -61,13 +90,21 @@ def declared_models(item: pytest.Item) -> List[str]:
     return names
 
 
+@pytest.hookimpl(tryfirst=True)  # the marks before `-m` selects by them
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: List[pytest.Item]) -> None:
-    """Remember which tiny models the selected tests need, so that only those are trained."""
+    """Remember which tiny models the selected tests need, so that only those are trained, mark e2e
+    every test that uses a command fixture, and run the files that use the models last."""
     needed: Dict[str, None] = {}
     for item in items:
-        if "trained" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "trained" in fixtures:
             needed.update(dict.fromkeys(declared_models(item)))
+        if any(name in fixtures for name in COMMAND_FIXTURES):
+            item.add_marker(pytest.mark.e2e)
     config.stash[NEEDED_MODELS] = list(needed)
+    # the files that use the models run last, while the models train from the first test on
+    using = {item.path for item in items if "trained" in getattr(item, "fixturenames", ())}
+    items[:] = [item for item in items if item.path not in using] + [item for item in items if item.path in using]
 
 
 NEEDED_MODELS = pytest.StashKey[List[str]]()
@@ -75,24 +112,34 @@ NEEDED_MODELS = pytest.StashKey[List[str]]()
 
 @pytest.fixture(scope="session")
 def model_pool(toy_bin, tmp_path_factory, cli, pytestconfig) -> Iterator[Callable[[str], Dict]]:
-    """pool(name) -> {'ckpt': path, 'log': train output}. The first call starts every model the
-    selected tests declare (the asked one first), two at a time (each command runs on one thread)."""
+    """pool(name) -> {'ckpt': path, 'log': train output}; pool(None) starts the training of every
+    model the selected tests declare without waiting, one at a time (a command runs on one thread,
+    so the tests go on beside it on the other core)."""
     jobs: Dict[str, Future] = {}
 
     def train(name: str) -> Dict:
         save = tmp_path_factory.mktemp(name)
         seed = 2 if name.endswith("seed2") else 1
-        proc = cli.run("fairseq_cli.train", train_args(toy_bin, save, MODEL_CONFIGS[name], seed=seed))
+        updates = {"updates": MODEL_UPDATES[name]} if name in MODEL_UPDATES else {}
+        proc = cli.run("fairseq_cli.train", train_args(toy_bin, save, MODEL_CONFIGS[name], seed=seed, **updates))
         return {"ckpt": save / "checkpoint_last.pt", "log": proc.stdout + proc.stderr}
 
-    with ThreadPoolExecutor(2) as pool:
-        def get(name: str) -> Dict:
-            if name not in jobs:
-                for n in [name] + [n for n in pytestconfig.stash.get(NEEDED_MODELS, []) if n not in jobs]:
+    with ThreadPoolExecutor(1) as pool:
+        def get(name: Optional[str]) -> Optional[Dict]:
+            for n in ([name] if name else []) + pytestconfig.stash.get(NEEDED_MODELS, []):
+                if n not in jobs:
                     jobs[n] = pool.submit(train, n)
-            return jobs[name].result()
+            return jobs[name].result() if name else None
 
         yield get
+
+
+@pytest.fixture(scope="session", autouse=True)
+def models_in_the_background(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> None:
+    """From the first test on, the tiny models the selected tests need are trained beside the
+    other tests (which run first: pytest_collection_modifyitems moves the files that use them last)."""
+    if pytestconfig.stash.get(NEEDED_MODELS, []):
+        request.getfixturevalue("model_pool")(None)
 
 
 @pytest.fixture

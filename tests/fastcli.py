@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from toy import CLI_ENV
 
@@ -165,3 +166,39 @@ class CLIServer:
             self.log.close()
             if os.environ.get("MHCE_TEST_TIMING"):
                 print(f"\n[fastcli] {self.count} commands, {self.cpu_s:.1f} CPU-s", file=sys.__stderr__)
+
+
+#: the fairseq console scripts that recipes run, and the modules behind them
+CONSOLE_MODULES = {"fairseq-preprocess": "fairseq_cli.preprocess", "fairseq-train": "fairseq_cli.train",
+                   "fairseq-generate": "fairseq_cli.generate", "fairseq-interactive": "fairseq_cli.interactive"}
+
+
+def forked_recipe_runner(server: Callable[[], CLIServer], fallback: Callable) -> Callable:
+    """A stand-in for `recipes.runner.run` (same arguments) that runs fairseq's console scripts as
+    `python -m fairseq_cli.X` forked from `server()`, in the current directory and environment: the
+    same commands, without importing torch anew for each. Their output reaches the log, `on_line`
+    and stdout when the command has ended, not line by line. Anything else (a dry run, another
+    program) goes to `fallback`, the real `run`."""
+
+    def run(cmd: list, dry_run: bool, log: Optional[Path] = None,
+            on_line: Optional[Callable[[str], Optional[str]]] = None) -> None:
+        module = CONSOLE_MODULES.get(cmd[0])
+        if dry_run or module is None:
+            return fallback(cmd, dry_run, log, on_line)
+        print("+ " + shlex.join(cmd), flush=True)
+        proc = server().run(module, cmd[1:], cwd=Path.cwd(), check=False, env=dict(os.environ))
+        output = proc.stdout + proc.stderr
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(output)
+        if on_line is None:
+            print(output, end="", flush=True)
+        for line in output.splitlines(keepends=True) if on_line is not None else ():
+            message = on_line(line)
+            if message:
+                print(message, flush=True)
+        if proc.returncode:
+            print(f"--- end of {cmd[0]}'s output ---\n{output[-3000:]}", file=sys.stderr, flush=True)
+            raise subprocess.CalledProcessError(proc.returncode, cmd)
+
+    return run

@@ -155,7 +155,7 @@ def test_tiny_models_train_under_autocast_close_to_fp32(toy_bin, tmp_path, cli, 
     assert runs["bf16"] == pytest.approx(runs["fp32"], abs=0.15)
 
 
-def test_stock_transformer_trains_under_autocast_with_the_plugin_task(toy_bin, tmp_path):
+def test_stock_transformer_trains_under_autocast_with_the_plugin_task(toy_bin, tmp_path, cli):
     proc = run_stock_train([
         toy_bin, "--user-dir", PLUGIN, "--task", "translation_mhce", "--autocast-bf16", "--arch", "transformer",
         "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
@@ -163,5 +163,5 @@ def test_stock_transformer_trains_under_autocast_with_the_plugin_task(toy_bin, t
         "--decoder-attention-heads", "2", "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
         "--optimizer", "adam", "--lr", "5e-3", "--max-tokens", "2000", "--max-update", "10", "--cpu",
         "--no-save", "--save-dir", tmp_path, "--log-format", "simple", "--log-interval", "5",
-        "--num-workers", "0"])
+        "--num-workers", "0"], cli.run)
     assert len(train_losses(proc.stdout + proc.stderr)) == 2

@@ -58,6 +58,7 @@ def test_averaged_checkpoint_leaves_the_optimizer_state_out(tmp_path: Path):
     assert "last_optimizer_state" not in state and torch.equal(state["model"]["w"], torch.ones(2))
 
 
+@pytest.mark.e2e
 def test_pipeline_decodes_the_mean_of_the_last_checkpoints(tmp_path: Path, capfd):
     work = tmp_path / "work"
     write_data(work)

@@ -10,12 +10,25 @@ import pytest
 
 from scripts import bench_scaling
 from scripts.bench_scaling import SOURCE_VOCAB
+from toy import REPO
 
 V = 2000
 D, FFN, LAYERS = 256, 1024, 3  # the CPU demo's model (mhce_nmt.defaults.CPU_MODEL_SIZES)
 FIELDS = ("vocab", "method", "variant", "train_words_per_s", "decode_sentences_per_s", "decode_tokens_per_s",
           "peak_mb", "params", "vocab_params", "shortlist", "max_tokens", "commit", "dirty", "command", "cpu",
           "threads", "error")
+
+
+@pytest.fixture(autouse=True)
+def configurations_in_forks(monkeypatch: pytest.MonkeyPatch, cli) -> None:
+    """Each configuration still runs in a process of its own (`--config`), forked from the test
+    session's pre-imported server instead of started afresh."""
+    def measure(config: bench_scaling.Config) -> dict:
+        done = cli.run("scripts.bench_scaling", bench_scaling.config_arguments(config), cwd=REPO, check=False,
+                       env={"OMP_NUM_THREADS": str(config.threads)})
+        return bench_scaling.measured(done)
+
+    monkeypatch.setattr(bench_scaling, "measure_in_subprocess", measure)
 
 
 def tiny_run(out: Path, *options: str) -> list[dict]:

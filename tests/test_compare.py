@@ -95,6 +95,7 @@ def test_the_command_line_reads_run_directories_and_refuses_bad_pairs(tmp_path: 
         assert any(message in line for line in said[-2:])  # one line says it, after argparse's usage
 
 
+@pytest.mark.e2e
 def test_the_evaluation_docs_commands_run_as_printed(tmp_path: Path, monkeypatch) -> None:
     """docs/evaluation.md's compare block runs from a repository root holding those run directories; its
     recipe command is the recipe's (checked with --dry-run appended)."""

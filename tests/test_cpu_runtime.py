@@ -79,6 +79,7 @@ def mallinfo2_available() -> bool:
     return GLIBC and hasattr(ctypes.CDLL(None), "mallinfo2")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not mallinfo2_available(), reason="glibc's malloc (2.33 or newer, for mallinfo2) is the one tuned")
 def test_freed_tensor_memory_is_kept_for_reuse_once_malloc_is_tuned():
     """By default glibc maps a 24 MiB tensor on its own and unmaps it when freed, so the next one
@@ -92,15 +93,15 @@ def test_freed_tensor_memory_is_kept_for_reuse_once_malloc_is_tuned():
 SHAPE_SWEEPS = """
     import os, torch
     from mhce_nmt.training import cpu_runtime
-    torch.nn.functional.linear(torch.randn(8, 512), torch.randn(256, 512))  # fp32 first, as before training
+    torch.nn.functional.linear(torch.randn(8, 256), torch.randn(64, 256))  # fp32 first, as before training
     if TUNE:
         cpu_runtime.widen_onednn_cache(os.environ)
-    w = torch.randn(256, 512)
+    w = torch.randn(64, 256)  # small products (oneDNN takes them from K=256): the cache counts shapes
     with torch.backends.mkldnn.verbose(2), torch.autocast("cpu", dtype=torch.bfloat16):  # 2: log creations
         for sweep in range(2):
             print(f"sweep {sweep}", flush=True)
             for m in range(1, 1101):  # more shapes than oneDNN's default 1,024 cache entries
-                torch.nn.functional.linear(torch.randn(m, 512), w)
+                torch.nn.functional.linear(torch.randn(m, 256), w)
 """
 
 
@@ -111,6 +112,7 @@ def cache_hits_of_second_sweep(tune: bool) -> int:
     return sum("primitive,create:cache_hit" in line for line in second)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="torch runs bf16 products through oneDNN on AVX512-BF16/AMX CPUs")
 def test_a_repeated_epoch_of_shapes_hits_the_widened_onednn_cache():
     assert cache_hits_of_second_sweep(tune=False) == 0  # 1,100 shapes evict each other from 1,024 entries

@@ -61,6 +61,7 @@ def test_torch_kernel_never_builds_the_logits(monkeypatch):
     assert calls and calls[0]["options"] is not None and calls[0].get("label_smoothing", 0.0) == 0.0
 
 
+@pytest.mark.slow
 def test_compiled_kernel_equals_fairseq():
     """torch.compile of the eager loss (inductor: a C++ kernel on CPU, Triton on CUDA)."""
     x, weight, target = (t.float() if t.is_floating_point() else t for t in problem(vocab=30, n=16))
@@ -113,11 +114,13 @@ def stock_train_args(data, save_dir, criterion_args):
             "--num-workers", "0"]
 
 
-def test_fused_criterion_trains_like_label_smoothed_cross_entropy(toy_bin, tmp_path):
+def test_fused_criterion_trains_like_label_smoothed_cross_entropy(toy_bin, tmp_path, cli):
     """Same seed, same data: the training losses of fairseq's criterion and the fused one agree."""
-    stock = run_stock_train(stock_train_args(toy_bin, tmp_path / "a", ["--criterion", "label_smoothed_cross_entropy"]))
+    stock = run_stock_train(stock_train_args(toy_bin, tmp_path / "a", ["--criterion", "label_smoothed_cross_entropy"]),
+                            cli.run)
     fused = run_stock_train(stock_train_args(
-        toy_bin, tmp_path / "b", ["--criterion", "fused_label_smoothed_cross_entropy", "--fused-kernel", "torch"]))
+        toy_bin, tmp_path / "b", ["--criterion", "fused_label_smoothed_cross_entropy", "--fused-kernel", "torch"]),
+        cli.run)
     want, got = train_losses(stock.stdout + stock.stderr), train_losses(fused.stdout + fused.stderr)
     assert len(got) == len(want) == 4
     assert got == pytest.approx(want, abs=2e-3)

@@ -25,28 +25,24 @@ REGISTERED = ("from fairseq.models import ARCH_MODEL_REGISTRY\n"
               "from fairseq.tasks import TASK_REGISTRY\n"
               "assert 'transformer_mhce' in ARCH_MODEL_REGISTRY and 'transformer_cpu' in ARCH_MODEL_REGISTRY\n"
               "assert 'mhce_cross_entropy' in CRITERION_REGISTRY and 'translation_mhce' in TASK_REGISTRY\n"
+              "from fairseq.optim import OPTIMIZER_REGISTRY\n"
+              "assert 'adam_fused' in OPTIMIZER_REGISTRY\n"
               "print('registered')")
 
 
-def test_core_modules_import_no_fairseq_and_fairseq_imported_later_gets_the_registrations() -> None:
+def test_core_modules_import_no_fairseq_and_an_adapter_imported_then_registers_everything() -> None:
     """In a fresh interpreter each core module (and the plain-torch training and baseline modules)
-    is imported in turn and fairseq checked absent after each one; then fairseq is imported, and the
-    post-import hook has registered the model, criteria and task."""
+    is imported in turn and fairseq checked absent after each one. Then the hub's order: `from
+    mhce_nmt.adapters.model import TransformerMHCEModel` imports fairseq half-way through model.py,
+    and the criteria, task and optimizer get registered too. (fairseq first, then the user dir,
+    is every fairseq command's order.)"""
     checks = "".join(
         f"import mhce_nmt.{name}\nassert 'fairseq' not in sys.modules, 'mhce_nmt.{name} imported fairseq'\n"
         for name in CORE + PLAIN_TORCH_EXTRAS)
-    proc = run_python("import sys\n" + checks + "print('clean')\nimport fairseq\n" + REGISTERED)
+    proc = run_python("import sys\n" + checks + "print('clean')\n"
+                      "from mhce_nmt.adapters.model import TransformerMHCEModel\n" + REGISTERED)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["clean", "registered"]
-
-
-def test_an_adapter_imported_first_gets_every_registration() -> None:
-    """The hub's order: `from mhce_nmt.adapters.model import TransformerMHCEModel` in a fresh
-    interpreter imports fairseq half-way through model.py; the criteria and task get registered
-    too. (fairseq first, then the user dir, is every fairseq command's order.)"""
-    proc = run_python("from mhce_nmt.adapters.model import TransformerMHCEModel\n" + REGISTERED)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["registered"]
 
 
 def imported_modules(path: Path) -> set[str]:

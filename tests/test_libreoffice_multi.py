@@ -301,6 +301,7 @@ def test_a_corpus_of_other_languages_is_extracted_again(tmp_path: Path, capsys: 
                         "--tgt", "en"])
 
 
+@pytest.mark.e2e
 def test_a_tiny_run_end_to_end_scores_every_language(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       capfd: pytest.CaptureFixture[str]) -> None:
     work = tmp_path / "work"

@@ -31,6 +31,7 @@ from tiny_recipe import TINY_MODEL, recipe_config, write_data
 MODES = ["mhe", "softmax"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("mode", MODES)
 def test_pipeline_end_to_end(tmp_path: Path, mode: str, capfd: pytest.CaptureFixture[str]) -> None:
     work = tmp_path / "work"
@@ -178,6 +179,7 @@ def test_dry_run_prints_every_command(recipe, expected: list[str], tmp_path: Pat
     assert not work.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("built_with_more", [False, True])
 def test_a_corpus_of_other_packages_is_extracted_again(built_with_more: bool, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
@@ -583,6 +585,7 @@ def test_lr_schedule_linear_budget_reaches_fairseq_with_both_budgets(tmp_path: P
         recipe_config(recipe, ["--lr-schedule", "linear-budget", "--max-update", "0", "--train-minutes", "0"])
 
 
+@pytest.mark.e2e
 def test_a_run_begun_with_fairseqs_adam_resumes_with_it_under_adam_fused(
         tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """A run interrupted under fairseq's adam (the recipe's optimizer before adam_fused) goes on with

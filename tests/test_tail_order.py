@@ -99,6 +99,7 @@ def test_a_shortlist_that_leaves_no_tail_is_refused(tmp_path: Path) -> None:
                                    output=tmp_path / "out.txt")
 
 
+@pytest.mark.e2e
 def test_recipe_binarises_with_the_regrouped_dictionary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--tail-order context: bin-<vocab>-ctxN holds the same data under a dictionary that permutes
     the frequency dictionary's tail and keeps its first N ids; the run directory says so."""
@@ -131,6 +132,7 @@ def test_recipe_binarises_with_the_regrouped_dictionary(tmp_path: Path, capsys: 
 
 @pytest.mark.parametrize("argv", [["--mode", "softmax"], ["--mode", "mhe", "--mhce-shortlist", "0"],
                                   ["--mode", "mhe", "--separate-vocab"]])
+@pytest.mark.slow
 def test_tail_order_context_needs_a_shortlisted_joint_factored_layer(tmp_path: Path, argv: list[str]) -> None:
     recipe = config.Recipe(name="t", src="de", tgt="en", work_dir=tmp_path, mhce_shortlist=1024)
     with pytest.raises(SystemExit, match="--tail-order context regroups a joint sentencepiece dictionary"):

@@ -38,16 +38,13 @@ def run_cli(module: str, args: Sequence[str], cwd: Path | None = None, check: bo
     return proc
 
 
-def run_stock_train(args: Sequence[str]) -> subprocess.CompletedProcess:
-    """fairseq-train of a stock model with the plugin loaded, in a fresh process, with fairseq's
-    background batch prefetching off (--data-buffer-size 0): its prefetch thread can still be
-    inside torch when such a run ends at --max-update, and the process then aborts at exit
-    ("terminate called without an active exception") after training has finished."""
-    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *map(str, args), "--data-buffer-size", "0"],
-                          env=CLI_ENV, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise AssertionError(f"fairseq-train failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
+def run_stock_train(args: Sequence[str], run: Callable = run_cli) -> subprocess.CompletedProcess:
+    """fairseq-train of a stock model with the plugin loaded (`run`: run_cli, or a CLIServer's
+    run), with fairseq's background batch prefetching off (--data-buffer-size 0): its prefetch
+    thread can still be inside torch when such a run ends at --max-update, and a process that
+    leaves through the interpreter's exit then aborts ("terminate called without an active
+    exception") after training has finished."""
+    return run("fairseq_cli.train", [*args, "--data-buffer-size", "0"])
 
 
 def preprocess(raw: Path, dest: Path, run: Callable = run_cli) -> Path:

@@ -79,6 +79,8 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "every test that uses a command fixture)")
     config.addinivalue_line("markers", "slow: takes seconds on 2 idle cores; `pytest -m 'not slow and not e2e'` "
                                        "is the quick subset")
+    config.addinivalue_line("markers", "early(batch): the module's command batch (fixture `early_batches`) "
+                                       "starts in the background at the session's start")
 
 
 def declared_models(item: pytest.Item) -> List[str]:
@@ -102,12 +104,17 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         if any(name in fixtures for name in COMMAND_FIXTURES):
             item.add_marker(pytest.mark.e2e)
     config.stash[NEEDED_MODELS] = list(needed)
+    config.stash[EARLY_BATCHES] = list(dict.fromkeys(
+        marker.args[0] for item in items for marker in item.iter_markers("early")))
     # the files that use the models run last, while the models train from the first test on
     using = {item.path for item in items if "trained" in getattr(item, "fixturenames", ())}
     items[:] = [item for item in items if item.path not in using] + [item for item in items if item.path in using]
 
 
 NEEDED_MODELS = pytest.StashKey[List[str]]()
+#: a module's batch of commands, run(cli, toy_bin, root) -> results, that its tests share
+CommandBatch = Callable[[CLIServer, Path, Path], Dict[str, object]]
+EARLY_BATCHES = pytest.StashKey[List[CommandBatch]]()
 
 
 @pytest.fixture(scope="session")
@@ -134,12 +141,31 @@ def model_pool(toy_bin, tmp_path_factory, cli, pytestconfig) -> Iterator[Callabl
         yield get
 
 
+@pytest.fixture(scope="session")
+def early_batches(cli, toy_bin, tmp_path_factory) -> Iterator[Callable[[CommandBatch], Dict[str, object]]]:
+    """results(batch) -> what the module's command batch returned; a batch started in the background
+    (`start`) is awaited, any other one runs now. One batch at a time (each runs its commands two
+    at a time)."""
+    futures: Dict[CommandBatch, Future] = {}
+    with ThreadPoolExecutor(1) as pool:
+        def results(batch: CommandBatch, start: bool = False) -> Optional[Dict[str, object]]:
+            if batch not in futures:
+                futures[batch] = pool.submit(batch, cli, toy_bin, tmp_path_factory.mktemp(batch.__module__))
+            return None if start else futures[batch].result()
+
+        yield results
+
+
 @pytest.fixture(scope="session", autouse=True)
-def models_in_the_background(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> None:
-    """From the first test on, the tiny models the selected tests need are trained beside the
-    other tests (which run first: pytest_collection_modifyitems moves the files that use them last)."""
+def commands_in_the_background(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> None:
+    """From the first test on, the tiny models the selected tests need are trained, and the
+    modules' early command batches run, beside the other tests (which run first:
+    pytest_collection_modifyitems moves the files that use the models last). The cores are
+    otherwise a third idle: most tests wait on one single-threaded command at a time."""
     if pytestconfig.stash.get(NEEDED_MODELS, []):
         request.getfixturevalue("model_pool")(None)
+    for batch in pytestconfig.stash.get(EARLY_BATCHES, []):
+        request.getfixturevalue("early_batches")(batch, start=True)
 
 
 @pytest.fixture

@@ -96,9 +96,10 @@ def edge_case_bin(cli: CLIServer, toy_bin: Path, root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(toy_bin, tmp_path_factory, cli) -> Dict[str, object]:
-    """Every command of this file, two at a time; name -> CompletedProcess (or data path)."""
-    return run_everything(cli, toy_bin, tmp_path_factory.mktemp("bad_input"))
+def runs(early_batches) -> Dict[str, object]:
+    """Every command of this file, two at a time, started at the session's start; name ->
+    CompletedProcess (or data path)."""
+    return early_batches(run_everything)
 
 
 def run_everything(cli: CLIServer, toy_bin: Path, root: Path) -> Dict[str, object]:
@@ -149,6 +150,9 @@ def run_everything(cli: CLIServer, toy_bin: Path, root: Path) -> Dict[str, objec
 # ---------------------------------------------------------------------------------------------
 # fairseq-train: bad options
 # ---------------------------------------------------------------------------------------------
+
+
+pytestmark = pytest.mark.early.with_args(run_everything)
 
 
 @pytest.mark.parametrize("name", sorted(TRAIN_ERRORS))

@@ -21,23 +21,23 @@ import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import List, Union
+from typing import Dict, List, Union
 
 import pytest
 import torch
 from torch import nn
 from torch.func import functional_call
 
+from mhce_nmt.adapters.model import check_embedding_state, validate_args
 from mhce_nmt.codec import LabelCodec, ShortlistCodec
 from mhce_nmt.embedding import FactoredEmbedding, PermutedEmbedding
 from mhce_nmt.errors import MHCEConfigError
 from mhce_nmt.layout import write_layout
-from mhce_nmt.adapters.model import check_embedding_state, validate_args
 from clear_errors import assert_one_clear_line
+from fastcli import CLIServer
 from reference import mixed_radix_digits
 from toy import CLI_ENV, PLUGIN, REPO, bleu, build_in_process, hypotheses, train_args, write_copy_corpus
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 SPECIALS, PAD, D = 4, 1, 5
 # name -> (V of the positions past the shortlist, head sizes)
@@ -185,11 +185,15 @@ def test_init_has_fairseqs_scale():
 FACTORED = ["--mhce-embeddings", "factored"]
 
 
-@pytest.fixture(scope="module")
-def layout_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("factored_layout") / "layout.txt"
+def write_test_layout(path: Path) -> Path:
+    """The layout of this file's models: a seeded random permutation of the toy's 48 target ids."""
     write_layout(path, random_layout(48, seed=7))
     return path
+
+
+@pytest.fixture(scope="module")
+def layout_file(tmp_path_factory) -> Path:
+    return write_test_layout(tmp_path_factory.mktemp("factored_layout") / "layout.txt")
 
 
 def with_full_tables(model) -> None:
@@ -357,12 +361,10 @@ RESUMED = [*FACTORED, "--mhce-mode", "mhe", "--mhce-heads", "4,4,4", "--log-inte
 SENTENCES = 8
 
 
-@pytest.fixture(scope="module")
-def runs(toy_bin, layout_file, tmp_path_factory, cli):
-    """A factored model trained (150 updates, with a layout), decoded three ways; a resumed run and
-    an uninterrupted one (8 updates); a resume with full embeddings (two commands at a time)."""
-    root = tmp_path_factory.mktemp("factored_cli")
-    layout = ["--mhce-layout", str(layout_file)]
+def run_everything(cli: CLIServer, toy_bin: Path, root: Path) -> Dict[str, object]:
+    """A factored model trained (150 updates, with the file's layout), decoded three ways; a resumed
+    run and an uninterrupted one (8 updates); a resume with full embeddings (two commands at a time)."""
+    layout = ["--mhce-layout", str(write_test_layout(root / "layout.txt"))]
 
     def train(name: str, extra: List[str], updates: int, check: bool = True):
         return cli.run("fairseq_cli.train", train_args(toy_bin, root / name, extra, updates=updates), check=check)
@@ -387,6 +389,15 @@ def runs(toy_bin, layout_file, tmp_path_factory, cli):
         toy_bin, "--user-dir", PLUGIN, "--task", "translation_mhce", "--path", ckpt, "--beam", "5",
         "--source-lang", "src", "--target-lang", "tgt", "--cpu"], stdin="\n".join(lines) + "\n")
     return out
+
+
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.early.with_args(run_everything)]
+
+
+@pytest.fixture(scope="module")
+def runs(early_batches) -> Dict[str, object]:
+    """run_everything's results, started at the session's start."""
+    return early_batches(run_everything)
 
 
 def test_trains_and_learns_the_copy_task(runs):

@@ -3,12 +3,14 @@ and criterion, checkpoints carry the shortlist, bad values end in one clear line
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Dict
 
 import pytest
 import torch
 
 from clear_errors import assert_one_clear_line
+from fastcli import CLIServer
 from toy import build_in_process, generate, hypotheses, train_args
 
 # name -> (extra fairseq-train options, text the one error line must contain)
@@ -28,10 +30,8 @@ ERRORS = {
 }
 
 
-@pytest.fixture(scope="module")
-def runs(cli, toy_bin, tmp_path_factory) -> Dict[str, object]:
-    root = tmp_path_factory.mktemp("shortlist_cli")
-
+def run_everything(cli: CLIServer, toy_bin: Path, root: Path) -> Dict[str, object]:
+    """Every command of this file, two at a time; name -> CompletedProcess (or checkpoint path)."""
     def train(name, extra, updates=1):
         return cli.run("fairseq_cli.train", train_args(toy_bin, root / name, extra, updates=updates),
                        check=False)
@@ -46,6 +46,15 @@ def runs(cli, toy_bin, tmp_path_factory) -> Dict[str, object]:
         results[f"generate_{name}"] = generate(toy_bin, root / name / "checkpoint_last.pt", run=cli.run)
         results[f"ckpt_{name}"] = root / name / "checkpoint_last.pt"
     return results
+
+
+pytestmark = pytest.mark.early.with_args(run_everything)
+
+
+@pytest.fixture(scope="module")
+def runs(early_batches) -> Dict[str, object]:
+    """run_everything's results, started at the session's start."""
+    return early_batches(run_everything)
 
 
 @pytest.mark.parametrize("name", list(ERRORS))

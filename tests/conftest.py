@@ -92,23 +92,23 @@ def declared_models(item: pytest.Item) -> List[str]:
     return names
 
 
-@pytest.hookimpl(tryfirst=True)  # the marks before `-m` selects by them
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: List[pytest.Item]) -> None:
-    """Remember which tiny models the selected tests need, so that only those are trained, mark e2e
-    every test that uses a command fixture, and run the files that use the models last."""
-    needed: Dict[str, None] = {}
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: List[pytest.Item]) -> Iterator[None]:
+    """Mark e2e every test that uses a command fixture (before `-m` selects by the marks); then,
+    of the selected tests only, remember which tiny models and early command batches they need,
+    so that only those run, and run the files that use the models last."""
     for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        if "trained" in fixtures:
-            needed.update(dict.fromkeys(declared_models(item)))
-        if any(name in fixtures for name in COMMAND_FIXTURES):
+        if any(name in getattr(item, "fixturenames", ()) for name in COMMAND_FIXTURES):
             item.add_marker(pytest.mark.e2e)
-    config.stash[NEEDED_MODELS] = list(needed)
+    yield  # pytest's own hooks deselect here (-m, -k)
+    using = [item for item in items if "trained" in getattr(item, "fixturenames", ())]
+    config.stash[NEEDED_MODELS] = list(dict.fromkeys(name for item in using for name in declared_models(item)))
     config.stash[EARLY_BATCHES] = list(dict.fromkeys(
         marker.args[0] for item in items for marker in item.iter_markers("early")))
     # the files that use the models run last, while the models train from the first test on
-    using = {item.path for item in items if "trained" in getattr(item, "fixturenames", ())}
-    items[:] = [item for item in items if item.path not in using] + [item for item in items if item.path in using]
+    paths = {item.path for item in using}
+    items[:] = [item for item in items if item.path not in paths] + [item for item in items if item.path in paths]
 
 
 NEEDED_MODELS = pytest.StashKey[List[str]]()

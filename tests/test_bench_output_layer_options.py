@@ -29,6 +29,7 @@ def test_shortlist_methods_train_and_decode_a_shortlist_layer():
         assert b.decode_step().shape == (args.hyps, 2 * args.beam)
 
 
+@pytest.mark.slow
 def test_fused_softmax_baseline_trains_the_same_loss_as_softmax():
     """softmax-torch: same weight, same states, same targets -> the same loss gradients as the eager
     softmax baseline (torch's fused kernel with fairseq's smoothing)."""

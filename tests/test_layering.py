@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "mhce_nmt"
 CORE = ["codec", "layout", "errors", "defaults", "embedding", "vocab_params", "output", "output.base",
         "output.loss", "output.grouped", "output.grouped_cpu", "output.grouped_device", "output.mhe",
@@ -30,6 +32,7 @@ REGISTERED = ("from fairseq.models import ARCH_MODEL_REGISTRY\n"
               "print('registered')")
 
 
+@pytest.mark.slow
 def test_core_modules_import_no_fairseq_and_an_adapter_imported_then_registers_everything() -> None:
     """In a fresh interpreter each core module (and the plain-torch training and baseline modules)
     is imported in turn and fairseq checked absent after each one. Then the hub's order: `from

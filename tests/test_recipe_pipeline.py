@@ -645,6 +645,7 @@ def test_the_optimizer_a_checkpoint_resumes_with(saved: str | None, requested: s
     assert resume_optimizer(checkpoint, requested) == expected
 
 
+@pytest.mark.slow
 def test_a_code_layout_and_factored_embeddings_reach_fairseq_and_name_the_run(tmp_path: Path,
                                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """--mhce-layout FILE and --mhce-embeddings factored pass to fairseq-train (the layout by absolute path)

@@ -60,3 +60,10 @@ def fetch(names: list[str], work: Path) -> dict[str, Path]:
     """Download and unpack packages under ``work``; return ``{name: unpacked root}``."""
     debs = download(names, work / "debs")
     return {name: unpack(deb, work / "unpacked") for name, deb in debs.items()}
+
+
+def print_fetch_commands(names: list[str], work: Path) -> None:
+    """What :func:`fetch` runs for ``names`` under ``work``, printed as a dry run prints commands."""
+    print("+ " + shlex.join(["apt-get", "download", *names]), flush=True)
+    for name in names:
+        print("+ " + shlex.join(["dpkg-deb", "-x", f"{name}_*.deb", str(work / "unpacked" / name)]), flush=True)

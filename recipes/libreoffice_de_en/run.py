@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 from pathlib import Path
 
 from recipes import config, pipeline, runner
-from recipes.libreoffice_de_en import more
+from recipes.libreoffice_de_en import debpkg, more
 from recipes.libreoffice_de_en.extract import add_extract_arguments, extract, filter_config, packages
 
 # The demo's schedule for 41 minutes on 2 CPU cores (README, "Quickstart"): a higher peak learning
@@ -55,10 +54,7 @@ def stage_extract(cfg: config.Config, args: argparse.Namespace) -> None:
     elif runner.done("extract", cfg, outputs + [cfg.data / "counts.json"]):
         return
     if cfg.dry_run:
-        print("+ " + shlex.join(["apt-get", "download", *wanted]), flush=True)
-        for name in wanted:
-            unpacked = cfg.work_dir / "packages" / "unpacked" / name
-            print("+ " + shlex.join(["dpkg-deb", "-x", f"{name}_*.deb", str(unpacked)]), flush=True)
+        debpkg.print_fetch_commands(wanted, cfg.work_dir / "packages")
         runner.say("extract", f"align, clean and split by help page -> {cfg.data}")
         return
     extract(cfg.src, cfg.tgt, cfg.work_dir, cfg.data, args.valid_size, args.test_size, args.split_seed,

@@ -48,12 +48,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from recipes import config, pipeline, runner
+from recipes.libreoffice_de_en import debpkg
 from recipes.libreoffice_multi import languages
 from recipes.libreoffice_multi.extract import TARGET_CODE, extract
 from recipes.libreoffice_multi.score import load_references, score
@@ -118,11 +118,7 @@ def stage_extract(cfg: config.Config, args: argparse.Namespace) -> None:
     elif runner.done("extract", cfg, outputs):
         return
     if cfg.dry_run:
-        wanted = languages.packages(args.langs)
-        print("+ " + shlex.join(["apt-get", "download", *wanted]), flush=True)
-        for name in wanted:
-            unpacked = cfg.work_dir / "packages" / "unpacked" / name
-            print("+ " + shlex.join(["dpkg-deb", "-x", f"{name}_*.deb", str(unpacked)]), flush=True)
+        debpkg.print_fetch_commands(languages.packages(args.langs), cfg.work_dir / "packages")
         runner.say("extract", f"align, clean, split by help page and tag every language -> {cfg.data}")
         return
     extract(args.langs, cfg.work_dir, cfg.data, args.valid_size, args.test_size, args.split_seed,

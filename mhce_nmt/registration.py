@@ -38,21 +38,31 @@ def register_with_fairseq() -> None:
 
 
 class _RegisterAfterFairseqImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: when `fairseq` is about to be imported, it wraps the real loader so
-    that `register_with_fairseq` runs right after fairseq's own `__init__`, then leaves sys.meta_path."""
+    """Finds nothing itself: for `fairseq` it returns the other finders' spec with a loader that
+    runs `register_with_fairseq` right after fairseq's own `__init__`, and leaves sys.meta_path
+    only once that import has succeeded (a spec asked for without an import, as
+    `importlib.util.find_spec("fairseq")` does, or an import that failed, leaves it in place)."""
+
+    def __init__(self) -> None:
+        self.asking_the_others = False
 
     def find_spec(self, name: str, path: Optional[Sequence[str]],
                   target: Optional[ModuleType] = None) -> Optional[importlib.machinery.ModuleSpec]:
-        if name != "fairseq":
+        if name != "fairseq" or self.asking_the_others:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
+        self.asking_the_others = True
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self.asking_the_others = False
         if spec is None or spec.loader is None:
             return spec
         exec_fairseq = spec.loader.exec_module
 
         def exec_then_register(module: ModuleType) -> None:
             exec_fairseq(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
             register_with_fairseq()
 
         spec.loader.exec_module = exec_then_register

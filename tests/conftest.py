@@ -49,7 +49,8 @@ def cli(tmp_path_factory) -> Iterator[CLIServer]:
 @pytest.fixture(autouse=True)
 def recipe_commands_in_forks(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """Recipes run their fairseq commands (recipes.runner.run) as forks of the session's CLI server:
-    the same commands, without paying the import of torch & co. for each; only in tests marked e2e."""
+    the same commands, without paying the import of torch & co. for each; only in tests marked e2e,
+    and only from the test's own body (a module- or session-scoped fixture gets the real run)."""
     from recipes import runner
 
     def server() -> CLIServer:
@@ -131,14 +132,16 @@ def model_pool(toy_bin, tmp_path_factory, cli, pytestconfig) -> Iterator[Callabl
         proc = cli.run("fairseq_cli.train", train_args(toy_bin, save, MODEL_CONFIGS[name], seed=seed, **updates))
         return {"ckpt": save / "checkpoint_last.pt", "log": proc.stdout + proc.stderr}
 
-    with ThreadPoolExecutor(1) as pool:
-        def get(name: Optional[str]) -> Optional[Dict]:
-            for n in ([name] if name else []) + pytestconfig.stash.get(NEEDED_MODELS, []):
-                if n not in jobs:
-                    jobs[n] = pool.submit(train, n)
-            return jobs[name].result() if name else None
+    pool = ThreadPoolExecutor(1)
 
-        yield get
+    def get(name: Optional[str]) -> Optional[Dict]:
+        for n in ([name] if name else []) + pytestconfig.stash.get(NEEDED_MODELS, []):
+            if n not in jobs:
+                jobs[n] = pool.submit(train, n)
+        return jobs[name].result() if name else None
+
+    yield get
+    pool.shutdown(wait=True, cancel_futures=True)  # a session stopped early (-x, Ctrl-C) trains no more
 
 
 @pytest.fixture(scope="session")
@@ -147,13 +150,15 @@ def early_batches(cli, toy_bin, tmp_path_factory) -> Iterator[Callable[[CommandB
     (`start`) is awaited, any other one runs now. One batch at a time (each runs its commands two
     at a time)."""
     futures: Dict[CommandBatch, Future] = {}
-    with ThreadPoolExecutor(1) as pool:
-        def results(batch: CommandBatch, start: bool = False) -> Optional[Dict[str, object]]:
-            if batch not in futures:
-                futures[batch] = pool.submit(batch, cli, toy_bin, tmp_path_factory.mktemp(batch.__module__))
-            return None if start else futures[batch].result()
+    pool = ThreadPoolExecutor(1)
 
-        yield results
+    def results(batch: CommandBatch, start: bool = False) -> Optional[Dict[str, object]]:
+        if batch not in futures:
+            futures[batch] = pool.submit(batch, cli, toy_bin, tmp_path_factory.mktemp(batch.__module__))
+        return None if start else futures[batch].result()
+
+    yield results
+    pool.shutdown(wait=True, cancel_futures=True)  # a session stopped early runs no more batches
 
 
 @pytest.fixture(scope="session", autouse=True)

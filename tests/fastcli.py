@@ -187,18 +187,20 @@ def forked_recipe_runner(server: Callable[[], CLIServer], fallback: Callable) ->
             return fallback(cmd, dry_run, log, on_line)
         print("+ " + shlex.join(cmd), flush=True)
         proc = server().run(module, cmd[1:], cwd=Path.cwd(), check=False, env=dict(os.environ))
-        output = proc.stdout + proc.stderr
+        output = proc.stdout + proc.stderr  # the real run interleaves the two; here stdout comes first
+        lines_to = on_line if log is not None else None  # as the real run: on_line only with a log
         if log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(output)
-        if on_line is None:
+        if lines_to is None:
             print(output, end="", flush=True)
-        for line in output.splitlines(keepends=True) if on_line is not None else ():
-            message = on_line(line)
+        for line in output.splitlines(keepends=True) if lines_to is not None else ():
+            message = lines_to(line)
             if message:
                 print(message, flush=True)
         if proc.returncode:
-            print(f"--- end of {cmd[0]}'s output ---\n{output[-3000:]}", file=sys.stderr, flush=True)
+            if lines_to is not None:
+                print(f"--- end of {log} ---\n{output[-3000:]}", file=sys.stderr, flush=True)
             raise subprocess.CalledProcessError(proc.returncode, cmd)
 
     return run

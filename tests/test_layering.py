@@ -35,14 +35,16 @@ REGISTERED = ("from fairseq.models import ARCH_MODEL_REGISTRY\n"
 @pytest.mark.slow
 def test_core_modules_import_no_fairseq_and_an_adapter_imported_then_registers_everything() -> None:
     """In a fresh interpreter each core module (and the plain-torch training and baseline modules)
-    is imported in turn and fairseq checked absent after each one. Then the hub's order: `from
+    is imported in turn and fairseq checked absent after each one; something asks whether fairseq
+    is installed (importlib.util.find_spec, no import). Then the hub's order: `from
     mhce_nmt.adapters.model import TransformerMHCEModel` imports fairseq half-way through model.py,
     and the criteria, task and optimizer get registered too. (fairseq first, then the user dir,
     is every fairseq command's order.)"""
     checks = "".join(
         f"import mhce_nmt.{name}\nassert 'fairseq' not in sys.modules, 'mhce_nmt.{name} imported fairseq'\n"
         for name in CORE + PLAIN_TORCH_EXTRAS)
-    proc = run_python("import sys\n" + checks + "print('clean')\n"
+    proc = run_python("import importlib.util, sys\n" + checks + "print('clean')\n"
+                      "assert importlib.util.find_spec('fairseq') and 'fairseq' not in sys.modules\n"  # a check, no import
                       "from mhce_nmt.adapters.model import TransformerMHCEModel\n" + REGISTERED)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["clean", "registered"]

@@ -56,7 +56,7 @@ def explain_shortlist(mode: str, vocab_size: int) -> str:
     """Why `recommended_shortlist(mode, vocab_size)` is what it is, in a few words: e.g.
     '1024, the recommended N below a 24k vocabulary'."""
     size = recommended_shortlist(mode, vocab_size)
-    if mode not in ("mhe", "mhp"):
+    if mode not in COARSE_TO_FINE_MODES:
         return f"0, none: --mhce-mode {mode} has no shortlist"
     if vocab_size < SMALL_VOCAB:
         return f"0, none: a vocabulary of {vocab_size} ids (< {SMALL_VOCAB}) needs no shortlist"
@@ -66,6 +66,7 @@ def explain_shortlist(mode: str, vocab_size: int) -> str:
         return f"{size}, the recommended N for mhp"
     side = "from" if vocab_size >= WIDE_VOCAB else "below"
     return f"{size}, the recommended N {side} a {WIDE_VOCAB // 1000}k vocabulary"
+
 
 # The CPU demo's model (`--arch transformer_mhce_cpu`, and `transformer_cpu` for softmax and adaptive
 # softmax, both registered by mhce_nmt.adapters.model): the sizes the LibreOffice recipe trains in its 41 minutes

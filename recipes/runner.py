@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import BinaryIO, Callable, Sequence
 
 from recipes.config import Config
 from recipes.textfiles import read_lines
@@ -44,23 +44,36 @@ def run(cmd: list[str], dry_run: bool, log: Path | None = None,
     with log.open("wb") as copy, subprocess.Popen([exe, *cmd[1:]], stdout=subprocess.PIPE,
                                                   stderr=subprocess.STDOUT) as proc:
         assert proc.stdout is not None
-        if on_line is None:
-            while chunk := proc.stdout.read1(65536):
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
-                copy.write(chunk)
-        else:
-            for raw in proc.stdout:
-                copy.write(raw)
-                copy.flush()
-                message = on_line(raw.decode("utf-8", errors="replace"))
-                if message:
-                    print(message, flush=True)
-    if proc.returncode:
-        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:] if on_line else ""
-        if tail:
-            print(f"--- end of {log} ---\n{tail}", file=sys.stderr, flush=True)
-        raise subprocess.CalledProcessError(proc.returncode, cmd)
+        relay_output(proc.stdout, copy, on_line)
+    check_exit(proc.returncode, cmd, log, on_line)
+
+
+def relay_output(output: BinaryIO, copy: BinaryIO, on_line: Callable[[str], str | None] | None) -> None:
+    """A logged command's output (stdout and stderr), as it comes, into `copy` (the log) and to the
+    terminal: all of it, or, with `on_line`, what on_line returns for each line (None: nothing)."""
+    if on_line is None:
+        while chunk := output.read1(65536):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            copy.write(chunk)
+        return
+    for raw in output:
+        copy.write(raw)
+        copy.flush()
+        message = on_line(raw.decode("utf-8", errors="replace"))
+        if message:
+            print(message, flush=True)
+
+
+def check_exit(returncode: int, cmd: list[str], log: Path, on_line: Callable[[str], str | None] | None) -> None:
+    """Raise CalledProcessError for a logged command that failed; where its output went to the log
+    only (`on_line`), print the log's end first."""
+    if not returncode:
+        return
+    tail = log.read_text(encoding="utf-8", errors="replace")[-3000:] if on_line else ""
+    if tail:
+        print(f"--- end of {log} ---\n{tail}", file=sys.stderr, flush=True)
+    raise subprocess.CalledProcessError(returncode, cmd)
 
 
 def read_origins(path: Path) -> list[dict[str, object]]:

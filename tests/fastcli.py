@@ -11,6 +11,7 @@ uncaught exception goes through sys.excepthook, and the process leaves with the 
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import shlex
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from recipes import runner
 from toy import CLI_ENV
 
 _SERVER = r"""
@@ -176,8 +178,9 @@ CONSOLE_MODULES = {"fairseq-preprocess": "fairseq_cli.preprocess", "fairseq-trai
 def forked_recipe_runner(server: Callable[[], CLIServer], fallback: Callable) -> Callable:
     """A stand-in for `recipes.runner.run` (same arguments) that runs fairseq's console scripts as
     `python -m fairseq_cli.X` forked from `server()`, in the current directory and environment: the
-    same commands, without importing torch anew for each. Their output reaches the log, `on_line`
-    and stdout when the command has ended, not line by line. Anything else (a dry run, another
+    same commands, without importing torch anew for each. The real run's own functions
+    (runner.relay_output, runner.check_exit) handle their output, once the command has ended:
+    stdout, then stderr, where the real run interleaves them. Anything else (a dry run, another
     program) goes to `fallback`, the real `run`."""
 
     def run(cmd: list, dry_run: bool, log: Optional[Path] = None,
@@ -187,20 +190,16 @@ def forked_recipe_runner(server: Callable[[], CLIServer], fallback: Callable) ->
             return fallback(cmd, dry_run, log, on_line)
         print("+ " + shlex.join(cmd), flush=True)
         proc = server().run(module, cmd[1:], cwd=Path.cwd(), check=False, env=dict(os.environ))
-        output = proc.stdout + proc.stderr  # the real run interleaves the two; here stdout comes first
-        lines_to = on_line if log is not None else None  # as the real run: on_line only with a log
-        if log is not None:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            log.write_text(output)
-        if lines_to is None:
-            print(output, end="", flush=True)
-        for line in output.splitlines(keepends=True) if lines_to is not None else ():
-            message = lines_to(line)
-            if message:
-                print(message, flush=True)
-        if proc.returncode:
-            if lines_to is not None:
-                print(f"--- end of {log} ---\n{output[-3000:]}", file=sys.stderr, flush=True)
-            raise subprocess.CalledProcessError(proc.returncode, cmd)
+        output = (proc.stdout + proc.stderr).encode()
+        if log is None:  # the real run: output straight to the terminal, no on_line
+            sys.stdout.buffer.write(output)
+            sys.stdout.buffer.flush()
+            if proc.returncode:
+                raise subprocess.CalledProcessError(proc.returncode, cmd)
+            return
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as copy:
+            runner.relay_output(io.BytesIO(output), copy, on_line)
+        runner.check_exit(proc.returncode, cmd, log, on_line)
 
     return run

@@ -20,12 +20,12 @@ from fairseq import utils
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
+from ..errors import MHCEConfigError
+from ..output import FactoredOutput
 from ..training.autocast import AutocastCriterion, training_autocast
 from ..training.cpu_runtime import tune_cpu_runtime
-from ..errors import MHCEConfigError
 from . import generator as mhce_generator
 from . import model as mhce_model  # modules, not their names: registration may import this mid-way through them
-from ..output import FactoredOutput
 
 
 @dataclass

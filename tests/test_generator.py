@@ -10,7 +10,7 @@ from fairseq.sequence_generator import SequenceGenerator
 
 import mhce_nmt  # noqa: F401
 from mhce_nmt.errors import MHCEConfigError
-from mhce_nmt.adapters.generator import MHCESequenceGenerator
+from mhce_nmt.adapters.generator import CandidateBeamSearch, MHCESequenceGenerator
 from mhce_nmt.adapters.task import parse_topk_groups
 
 pytestmark = pytest.mark.trains("mhe2", "mhe3", "mhp2", "mhe2_seed2", "mhe2_short", "mhp2_short", "mhs")
@@ -134,3 +134,56 @@ def test_task_picks_generator(trained, toy_bin):
     mhs_models, mhs_task = load(trained, toy_bin, "mhs")
     gen = mhs_task.build_generator(mhs_models, mhs_task.cfg)
     assert type(gen) is SequenceGenerator  # MHS infers with the full softmax
+
+
+PRUNED = [("mhe2", [1]), ("mhe3", [2, 3]), ("mhp2", [1]), ("mhe2_short", [1]), ("mhp2_short", [2])]
+
+
+@pytest.mark.parametrize("name,groups", PRUNED)
+def test_candidate_columns_equal_dense_scores(trained, toy_bin, name, groups):
+    """Plain beam search over candidate columns (its top-k over beam x C) finds what fairseq's
+    own beam search finds over the dense V-wide scores, specials' penalties and limits included."""
+    models, task = load(trained, toy_bin, name)
+    tgt = task.target_dictionary
+    options = dict(beam_size=4, len_penalty=1.5, unk_penalty=0.5, min_len=3, max_len_b=10)
+    columns = MHCESequenceGenerator(models, tgt, topk_groups=groups, **options)
+    dense = MHCESequenceGenerator(models, tgt, topk_groups=groups, **options)
+    dense.search = search.BeamSearch(tgt)  # the same candidates, scattered into V columns
+    assert isinstance(columns.search, CandidateBeamSearch)
+    widths = score_widths(columns)
+    for sample in batches(task):
+        assert_same(decode(dense, models, sample), decode(columns, models, sample))
+    assert widths and max(widths) < len(tgt)
+
+
+def test_dense_scores_where_columns_cannot_serve(trained, toy_bin):
+    """Ensembles, n-gram blocking, sampling and forced prefixes index the scores by token id:
+    those searches get V columns."""
+    models, task = load(trained, toy_bin, "mhe2")
+    tgt = task.target_dictionary
+    ensemble, _ = load(trained, toy_bin, "mhe2", "mhe2_seed2")
+    assert isinstance(MHCESequenceGenerator(models, tgt, beam_size=2).search, CandidateBeamSearch)
+    for gen in [MHCESequenceGenerator(ensemble, tgt, beam_size=2),
+                MHCESequenceGenerator(models, tgt, beam_size=2, no_repeat_ngram_size=2),
+                MHCESequenceGenerator(models, tgt, beam_size=2, search_strategy=search.Sampling(tgt))]:
+        assert type(gen.search) is not CandidateBeamSearch
+    gen = MHCESequenceGenerator(models, tgt, topk_groups=[1], beam_size=2)
+    widths = score_widths(gen)
+    decode(gen, models, batches(task)[0], prefix_size=2)
+    assert set(widths) == {len(tgt)}
+    decode(gen, models, batches(task)[0])
+    assert min(widths) < len(tgt)
+
+
+def score_widths(gen: MHCESequenceGenerator) -> List[int]:
+    """A list that gets the width of every step's scores the generator's ensemble returns."""
+    widths: List[int] = []
+    forward = gen.model.forward_decoder
+
+    def recording_forward(*args, **kwargs):
+        lprobs, attn = forward(*args, **kwargs)
+        widths.append(lprobs.size(-1))
+        return lprobs, attn
+
+    gen.model.forward_decoder = recording_forward
+    return widths

@@ -136,16 +136,17 @@ def test_task_picks_generator(trained, toy_bin):
     assert type(gen) is SequenceGenerator  # MHS infers with the full softmax
 
 
-PRUNED = [("mhe2", [1]), ("mhe3", [2, 3]), ("mhp2", [1]), ("mhe2_short", [1]), ("mhp2_short", [2])]
+PRUNED = [("mhe2", [1], 4), ("mhe3", [2, 3], 4), ("mhp2", [1], 4), ("mhe2_short", [1], 4), ("mhp2_short", [2], 4),
+          ("mhe2", [1], 12)]  # mhe2 [1]: 7 children + eos + 4 specials = 12 columns, fewer than the beam
 
 
-@pytest.mark.parametrize("name,groups", PRUNED)
-def test_candidate_columns_equal_dense_scores(trained, toy_bin, name, groups):
+@pytest.mark.parametrize("name,groups,beam", PRUNED)
+def test_candidate_columns_equal_dense_scores(trained, toy_bin, name, groups, beam):
     """Plain beam search over candidate columns (its top-k over beam x C) finds what fairseq's
     own beam search finds over the dense V-wide scores, specials' penalties and limits included."""
     models, task = load(trained, toy_bin, name)
     tgt = task.target_dictionary
-    options = dict(beam_size=4, len_penalty=1.5, unk_penalty=0.5, min_len=3, max_len_b=10)
+    options = dict(beam_size=beam, len_penalty=1.5, unk_penalty=0.5, min_len=3, max_len_b=10)
     columns = MHCESequenceGenerator(models, tgt, topk_groups=groups, **options)
     dense = MHCESequenceGenerator(models, tgt, topk_groups=groups, **options)
     dense.search = search.BeamSearch(tgt)  # the same candidates, scattered into V columns

@@ -32,8 +32,10 @@ class CandidateColumns:
     """Which token each column of the current step's scores stands for, when the step scored its
     candidates only: ids[r, c] for hypothesis r. Columns 0..specials-1 are tokens 0..specials-1."""
 
-    def __init__(self, specials: int):
+    def __init__(self, specials: int, filler: int):
         self.specials = specials
+        self.filler = filler  # the token id of -inf columns that pad the scores to min_width (pad)
+        self.min_width = 0  # fairseq's first step takes the top 2 x beam of one hypothesis's columns
         self.active = False  # this search scores candidate columns
         self.ids: Optional[Tensor] = None  # (hypotheses, columns) while a step's scores are columns
 
@@ -42,15 +44,19 @@ class CandidateColumns:
 
         Column t < specials holds token t's best candidate score (-inf where it is no candidate);
         candidates that are special tokens are -inf in their own columns, so no token is offered
-        twice. A single model offers each real token at most once."""
+        twice (a single model offers each real token at most once with a finite score). Where
+        fewer than min_width columns result, -inf columns of the filler token make up the rest, as
+        the dense scores' -inf tokens would."""
         n, specials = ids.size(0), self.specials
         is_special = ids < specials
         leading = scores.new_full((n, specials), -math.inf)
         leading.scatter_reduce_(1, ids.clamp(max=specials - 1), scores.masked_fill(~is_special, -math.inf),
                                 reduce="amax")
+        filling = max(0, self.min_width - specials - ids.size(1))
         tokens = torch.arange(specials, device=ids.device).expand(n, specials)
-        self.ids = torch.cat([tokens, ids], dim=1)
-        return torch.cat([leading, scores.masked_fill(is_special, -math.inf)], dim=1)
+        self.ids = torch.cat([tokens, ids, ids.new_full((n, filling), self.filler)], dim=1)
+        return torch.cat([leading, scores.masked_fill(is_special, -math.inf),
+                          scores.new_full((n, filling), -math.inf)], dim=1)
 
     def tokens(self, beams: Tensor, columns: Tensor) -> Tensor:
         """beams, columns (bsz, k) picked by the search -> their token ids (bsz, k)."""
@@ -71,7 +77,7 @@ class CandidateBeamSearch(search.BeamSearch):
              original_batch_idxs: Optional[Tensor] = None, candidate_multiple: int = 2):
         cand_scores, picked, beams = super().step(step, lprobs, scores, prev_output_tokens,
                                                   original_batch_idxs, candidate_multiple)
-        if self.columns.ids is None:  # a dense step: columns are token ids
+        if not self.columns.active:  # dense scores (forced prefix): the columns are token ids
             return cand_scores, picked, beams
         return cand_scores, self.columns.tokens(beams, picked), beams
 
@@ -142,7 +148,7 @@ class MHCESequenceGenerator(SequenceGenerator):
 
     def __init__(self, models, tgt_dict, topk_groups: Optional[Sequence[int]] = None, **kwargs):
         specials = max(tgt_dict.bos(), tgt_dict.pad(), tgt_dict.eos(), tgt_dict.unk()) + 1
-        self.columns = CandidateColumns(specials)  # before super().__init__, which sets vocab_size
+        self.columns = CandidateColumns(specials, tgt_dict.pad())  # before super().__init__ sets vocab_size
         ensemble = CoarseToFineEnsemble(models, topk_groups, tgt_dict.eos(), self.columns)
         for layer in ensemble.layers():
             layer.resolve_topk(topk_groups)  # clear error for out-of-range values
@@ -151,25 +157,29 @@ class MHCESequenceGenerator(SequenceGenerator):
             self.search = CandidateBeamSearch(tgt_dict, self.columns)
 
     def can_score_candidate_columns(self) -> bool:
-        """Whether candidate columns can serve this generator: one model and fairseq's plain beam
-        search, with nothing that indexes the step's scores by token id beyond the specials."""
-        return (len(self.model.models) == 1 and type(self.search) is search.BeamSearch
-                and self.lm_model is None and self.repeat_ngram_blocker is None
-                and self.token_indices_to_suppress is None)
+        """Whether candidate columns can serve this generator: fairseq's plain beam search, with
+        nothing that indexes the step's scores by a token id beyond the specials (eos included),
+        and one model (an ensemble's members propose the same tokens, which would fill two columns)."""
+        return (len(self.model.models) == 1 and type(self.search) in (search.BeamSearch, CandidateBeamSearch)
+                and self.eos < self.columns.specials and self.lm_model is None
+                and self.repeat_ngram_blocker is None and self.token_indices_to_suppress is None)
 
     @property
     def vocab_size(self) -> int:
-        """The width of the current step's scores: its candidate columns, or V."""
+        """The width of the current step's scores: its candidate columns, or V (fairseq's
+        constructor reads it, as V, to cap the beam; the columns are padded to 2 x beam + 1)."""
         return self.full_vocab_size if self.columns.ids is None else self.columns.ids.size(1)
 
     @vocab_size.setter
     def vocab_size(self, size: int) -> None:
-        self.full_vocab_size = size
+        self.full_vocab_size = size  # V: len(tgt_dict)
 
     def _generate(self, sample, prefix_tokens: Optional[Tensor] = None, constraints: Optional[Tensor] = None,
                   bos_token: Optional[int] = None):
         """Candidate columns with the candidate search and no forced prefix; dense scores otherwise."""
-        self.columns.active = isinstance(self.search, CandidateBeamSearch) and prefix_tokens is None
+        self.columns.active = (isinstance(self.search, CandidateBeamSearch) and prefix_tokens is None
+                               and self.can_score_candidate_columns())
+        self.columns.min_width = 2 * self.beam_size + 1
         try:
             return super()._generate(sample, prefix_tokens, constraints, bos_token)
         finally:

@@ -206,16 +206,21 @@ def source_batches(task, config: Config, rng: torch.Generator) -> Iterator[dict]
                              "src_lengths": torch.full((count,), SENTENCE_LENGTH)}}
 
 
+def forced_length_generator(task, model, cfg):
+    """The task's beam-BEAM generator for `model`, every hypothesis DECODE_LENGTH tokens plus eos."""
+    cfg.generation.beam = BEAM
+    cfg.generation.min_len = DECODE_LENGTH
+    cfg.generation.max_len_a, cfg.generation.max_len_b = 0, DECODE_LENGTH
+    model.eval()
+    return task.build_generator([model], cfg.generation)
+
+
 def decode_speed(task, model, cfg, config: Config, rng: torch.Generator) -> tuple[float, float]:
     """(sentences/s, target tokens/s) of beam search with every hypothesis DECODE_LENGTH tokens long
     (plus eos), after one untimed batch."""
     import torch
 
-    cfg.generation.beam = BEAM
-    cfg.generation.min_len = DECODE_LENGTH
-    cfg.generation.max_len_a, cfg.generation.max_len_b = 0, DECODE_LENGTH
-    model.eval()
-    search = task.build_generator([model], cfg.generation)
+    search = forced_length_generator(task, model, cfg)
     batches = list(source_batches(task, config, rng))
     with torch.no_grad():
         task.inference_step(search, [model], batches[0])

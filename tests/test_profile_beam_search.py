@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-from scripts import profile_beam_search
+from scripts import bench_scaling, profile_beam_search
 
 
 @pytest.mark.parametrize("dense, search", [(False, "CandidateBeamSearch"), (True, "BeamSearch")])
-def test_tiny_profile_takes_the_asked_path(tmp_path, capsys, dense, search):
+def test_tiny_profile_takes_the_asked_path(tmp_path, capsys, monkeypatch, dense, search):
+    monkeypatch.setattr(bench_scaling, "DECODE_LENGTH", 3)  # hypotheses of 3 tokens + eos: a quick search
     out = tmp_path / "profile.json"
     result = profile_beam_search.main(["--method", "mhe", "--vocab", "600", "--sentences", "2", "--threads", "1",
                                        "--out", str(out), *(["--dense-scores"] if dense else [])])

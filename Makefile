@@ -1,6 +1,6 @@
 # mhce_nmt: two commands do all set-up on a fresh machine.
 #   make demo   install into .venv, then train + decode + score the main job (real de-en corpus)
-#   make demo-multilingual   the same for one English -> 8 languages model (51 minutes on 2 cores)
+#   make demo-multilingual   the same for one English -> 8 languages model (51 minutes on 2 cores, install excluded)
 #   make test   install into .venv, then run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv

@@ -7,8 +7,8 @@ under ``recipes/libreoffice_multi/work/``. The data stage is :mod:`recipes.libre
 ``*.mul``); the shared stages train and decode one model on the joint corpus; ``by-language`` cuts the
 test hypotheses into the languages' slices and writes each language's chrF and BLEU (the headline is
 the macro average of chrF) to ``score-by-language.json`` (:mod:`recipes.libreoffice_multi.score`).
-``make demo-multilingual`` runs it with the defaults: 51 minutes end to end on 2 idle CPU cores, 45.8 of them
-training (one timed run, ``results/multilingual_demo``).
+``make demo-multilingual`` runs it with the defaults: 51 minutes end to end on 2 idle CPU cores (``make install``
+excluded), 45.8 of them training (one timed run, ``results/multilingual_demo``).
 
     python -m recipes.libreoffice_multi.run --vocab-size 64000 --max-update 30
     python -m recipes.libreoffice_multi.run --langs ja ko --stage extract
@@ -41,7 +41,7 @@ Defaults and why:
 * The de-en demo's schedule (batches of 1,024 tokens, peak lr 1.4e-3 after 2,000 warm-up updates,
   dropout 0.1, linearly down to 0 at the end of the budget, beam search with length penalty 2.0),
   with 45 minutes of training (or 20,000 updates, whichever comes first), so that extraction
-  (1.5 min with the download), sentencepiece and binarising (1.5 min) and decoding the 1,700 valid
+  (1.6 min with the download), sentencepiece and binarising (1.3 min) and decoding the 1,700 valid
   and 3,230 test sentences (2.5 min) fit in 60 minutes (51 measured). These were tuned on the de-en
   corpus, not on this one.
 """

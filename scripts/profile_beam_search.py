@@ -63,6 +63,7 @@ def table(result: dict) -> str:
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line; a one-line error for sizes below 1 and --dense-scores without mhe or mhp."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", choices=bench_scaling.METHODS, default="mhe")
     parser.add_argument("--vocab", type=int, default=131072, help="target vocabulary size V (default %(default)s)")

@@ -153,6 +153,7 @@ class MHCESequenceGenerator(SequenceGenerator):
         for layer in ensemble.layers():
             layer.resolve_topk(topk_groups)  # clear error for out-of-range values
         super().__init__(ensemble, tgt_dict, **kwargs)
+        self.columns.min_width = 2 * self.beam_size + 1  # beam_size is fixed (capped at V - 1) by now
         if self.can_score_candidate_columns():
             self.search = CandidateBeamSearch(tgt_dict, self.columns)
 
@@ -179,7 +180,6 @@ class MHCESequenceGenerator(SequenceGenerator):
         """Candidate columns with the candidate search and no forced prefix; dense scores otherwise."""
         self.columns.active = (isinstance(self.search, CandidateBeamSearch) and prefix_tokens is None
                                and self.can_score_candidate_columns())
-        self.columns.min_width = 2 * self.beam_size + 1
         try:
             return super()._generate(sample, prefix_tokens, constraints, bos_token)
         finally:
